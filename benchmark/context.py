@@ -1,0 +1,79 @@
+"""What detectors may ask for, computed lazily and cached for one trained model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from benchmark.data import TextDataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QuerySetInfo:
+    """Name and transform category of a query set ("original" for untransformed queries)."""
+
+    name: str
+    category: str
+    transform: str | None
+
+
+@dataclass
+class DetectionContext:
+    """Lazily computed inputs of detectors.
+
+    The poison mask is deliberately absent. ``influence_provider(name)`` returns the mean
+    influence of every training example on the query set ``name``, shape (n_train,);
+    ``query_sets`` lists the clean query sets (original and transformed). The triggered query
+    set, available only to oracle detectors, is named by ``oracle_query_set`` and is None
+    when the runner does not allow oracle detectors.
+    """
+
+    train: TextDataset
+    victim: object
+    epoch_losses: np.ndarray
+    influence_provider: Callable[[str], np.ndarray]
+    query_sets: tuple[QuerySetInfo, ...]
+    seed: int
+    oracle_query_set: str | None = None
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    def _cached(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def final_losses(self) -> np.ndarray:
+        """Cross-entropy of each training example under the trained model, shape (n_train,)."""
+        return self._cached(
+            "final_losses",
+            lambda: self.victim.example_losses(self.train.texts, self.train.labels),
+        )
+
+    def representations(self) -> np.ndarray:
+        """Last-layer representation of each training input, shape (n_train, hidden)."""
+        return self._cached("representations", lambda: self.victim.representations(self.train.texts))
+
+    def influence(self, query_set: str) -> np.ndarray:
+        """Mean influence of each training example on ``query_set``, shape (n_train,)."""
+        return self._cached(f"influence:{query_set}", lambda: self.influence_provider(query_set))
+
+    def transformed_sets(self) -> tuple[QuerySetInfo, ...]:
+        return tuple(info for info in self.query_sets if info.transform is not None)
+
+    def oracle_influence(self) -> np.ndarray:
+        """Mean influence on triggered queries labelled with the target label (oracle only)."""
+        if self.oracle_query_set is None:
+            raise RuntimeError(
+                "this run does not provide triggered queries; oracle detectors need "
+                "the attack's trigger (enable oracle detectors in the run configuration)"
+            )
+        return self.influence(self.oracle_query_set)

@@ -1,0 +1,284 @@
+"""Fit EK-FAC factors once per trained model and score training examples on query sets.
+
+Sign convention: a positive score for training example i on a query set means that
+up-weighting i lowers the mean measurement (loss or negated margin) of the queries, that is,
+i helps the model predict the queries' labels. Scores are averaged over the queries of a set.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.influence.task import MEASUREMENTS, ClassificationTask
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("ekfac", "kfac", "diagonal", "identity")
+
+
+@dataclass(frozen=True)
+class InfluenceConfig:
+    """Options of the influence stage.
+
+    ``damping_factor`` None uses kronfluence's heuristic (0.1 times the mean eigenvalue).
+    ``tracked_modules`` are regular expressions over module names; empty tracks every
+    ``nn.Linear`` of the model. ``lambda_max_examples`` caps the training examples used for
+    the eigenvalue correction, the costliest pass of EK-FAC fitting; None uses them all.
+    """
+
+    strategy: str = "ekfac"
+    measurement: str = "loss"
+    damping_factor: float | None = None
+    tracked_modules: tuple[str, ...] = ()
+    factor_batch_size: int = 32
+    train_batch_size: int = 32
+    query_batch_size: int = 16
+    covariance_max_examples: int | None = None
+    lambda_max_examples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.measurement not in MEASUREMENTS:
+            raise ValueError(
+                f"measurement must be one of {MEASUREMENTS}, got {self.measurement!r}"
+            )
+        if self.damping_factor is not None and self.damping_factor <= 0:
+            raise ValueError(f"damping_factor must be positive or None, got {self.damping_factor}")
+        for name in ("factor_batch_size", "train_batch_size", "query_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """Texts and the labels that the measurement scores them against."""
+
+    name: str
+    texts: tuple[str, ...]
+    labels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise ValueError(
+                f"query set {self.name!r}: {len(self.texts)} texts but {len(self.labels)} labels"
+            )
+        if not self.texts:
+            raise ValueError(f"query set {self.name!r} is empty")
+
+
+@dataclass
+class InfluenceTimings:
+    """Wall-clock seconds of the influence stage."""
+
+    factors_seconds: float = 0.0
+    factors_cached: bool = False
+    scores_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Return a SHA-256 hex digest of a model's parameters and buffers."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class InfluenceEngine:
+    """EK-FAC influence for one trained victim and one training set.
+
+    ``victim`` is an :class:`~benchmark.models.EncoderClassifier`; its weights are copied, so
+    kronfluence's module wrappers never touch the victim itself.
+    """
+
+    def __init__(
+        self,
+        victim,
+        train_texts: Sequence[str],
+        train_labels: Sequence[int],
+        config: InfluenceConfig,
+        cache_dir: str | Path,
+    ):
+        self.victim = victim
+        self.config = config
+        self.cache_dir = Path(cache_dir)
+        self.train_dataset = victim.make_dataset(train_texts, train_labels)
+        self.timings = InfluenceTimings()
+        self._analyzer = None
+        self._factors_name: str | None = None
+
+        train_digest = hashlib.sha256(
+            json.dumps([list(train_texts), list(train_labels)]).encode()
+        ).hexdigest()
+        factor_fields = asdict(config)
+        for name in ("measurement", "train_batch_size", "query_batch_size"):
+            factor_fields.pop(name)  # these change scores, not factors
+        key_source = json.dumps(
+            {
+                "model": model_fingerprint(victim.model),
+                "train": train_digest,
+                "max_length": victim.max_length,
+                "factors": factor_fields,
+            },
+            sort_keys=True,
+        )
+        self.factors_key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _tracked_module_names(self, model: torch.nn.Module) -> list[str] | None:
+        if not self.config.tracked_modules:
+            return None
+        patterns = [re.compile(pattern) for pattern in self.config.tracked_modules]
+        names = [
+            name
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and any(p.search(name) for p in patterns)
+        ]
+        if not names:
+            raise ValueError(
+                f"tracked_modules {list(self.config.tracked_modules)} match no nn.Linear module"
+            )
+        return names
+
+    def _get_analyzer(self):
+        if self._analyzer is not None:
+            return self._analyzer
+        from kronfluence.analyzer import Analyzer, prepare_model
+
+        model = copy.deepcopy(self.victim.model).eval()
+        task = ClassificationTask(self.config.measurement, self._tracked_module_names(model))
+        model = prepare_model(model, task)
+        self._analyzer = Analyzer(
+            analysis_name="influence",
+            model=model,
+            task=task,
+            cpu=not torch.cuda.is_available(),
+            disable_tqdm=False,
+            output_dir=str(self.cache_dir),
+            log_level=logging.WARNING,
+        )
+        from kronfluence.utils.dataset import DataLoaderKwargs
+
+        self._analyzer.set_dataloader_kwargs(
+            DataLoaderKwargs(collate_fn=self.victim.collator(), num_workers=0)
+        )
+        return self._analyzer
+
+    def _factors_dir(self, name: str) -> Path:
+        return self.cache_dir / "influence" / f"factors_{name}"
+
+    # -- factors --------------------------------------------------------------------------
+    def fit_factors(self) -> str:
+        """Fit EK-FAC factors, or reuse cached ones for the same model, data and options.
+
+        Factors are written under a temporary name and renamed when complete, so an
+        interrupted fit never leaves a directory that a later run would trust.
+        """
+        if self._factors_name is not None:
+            return self._factors_name
+        from kronfluence.arguments import FactorArguments
+
+        analyzer = self._get_analyzer()
+        final_dir = self._factors_dir(self.factors_key)
+        if final_dir.is_dir():
+            logger.info("Reusing cached EK-FAC factors %s; skipping factor fitting", final_dir)
+            self.timings.factors_cached = True
+            self._factors_name = self.factors_key
+            return self._factors_name
+
+        temporary_name = f"{self.factors_key}-partial-{os.getpid()}"
+        shutil.rmtree(self._factors_dir(temporary_name), ignore_errors=True)
+        factor_args = FactorArguments(strategy=self.config.strategy)
+        if self.config.covariance_max_examples is not None:
+            factor_args.covariance_max_examples = self.config.covariance_max_examples
+        if self.config.lambda_max_examples is not None:
+            factor_args.lambda_max_examples = self.config.lambda_max_examples
+
+        logger.info(
+            "Fitting %s factors on %d training examples", self.config.strategy,
+            len(self.train_dataset),
+        )
+        start = time.perf_counter()
+        analyzer.fit_all_factors(
+            factors_name=temporary_name,
+            dataset=self.train_dataset,
+            per_device_batch_size=self.config.factor_batch_size,
+            factor_args=factor_args,
+            overwrite_output_dir=True,
+        )
+        self.timings.factors_seconds = time.perf_counter() - start
+        _check_factors_finite(self._factors_dir(temporary_name))
+        os.replace(self._factors_dir(temporary_name), final_dir)
+        logger.info("Fitted factors in %.1f s", self.timings.factors_seconds)
+        self._factors_name = self.factors_key
+        return self._factors_name
+
+    # -- scores ---------------------------------------------------------------------------
+    def score(self, query_set: QuerySet) -> np.ndarray:
+        """Return the mean influence of every training example on ``query_set``, shape (n_train,)."""
+        from kronfluence.arguments import ScoreArguments
+
+        factors_name = self.fit_factors()
+        analyzer = self._get_analyzer()
+        query_dataset = self.victim.make_dataset(query_set.texts, query_set.labels)
+        score_args = ScoreArguments(
+            damping_factor=self.config.damping_factor,
+            aggregate_query_gradients=True,
+        )
+        scores_name = f"{factors_name}-{query_set.name}-{os.getpid()}"
+        start = time.perf_counter()
+        analyzer.compute_pairwise_scores(
+            scores_name=scores_name,
+            factors_name=factors_name,
+            query_dataset=query_dataset,
+            train_dataset=self.train_dataset,
+            per_device_query_batch_size=self.config.query_batch_size,
+            per_device_train_batch_size=self.config.train_batch_size,
+            score_args=score_args,
+            overwrite_output_dir=True,
+        )
+        seconds = time.perf_counter() - start
+        self.timings.scores_seconds[query_set.name] = seconds
+        result = analyzer.load_pairwise_scores(scores_name)
+        shutil.rmtree(self.cache_dir / "influence" / f"scores_{scores_name}", ignore_errors=True)
+
+        matrix = result["all_modules"].to(torch.float64).numpy()  # (1, n_train), summed queries
+        scores = matrix.reshape(-1) / len(query_set.texts)
+        if not np.all(np.isfinite(scores)):
+            n_bad = int((~np.isfinite(scores)).sum())
+            raise FloatingPointError(
+                f"influence on query set {query_set.name!r} has {n_bad} non-finite scores; "
+                "raise damping_factor (InfluenceConfig.damping_factor) and run again"
+            )
+        logger.info(
+            "Scored %d training examples on query set %s (%d queries) in %.1f s",
+            len(scores), query_set.name, len(query_set.texts), seconds,
+        )
+        return scores
+
+
+def _check_factors_finite(factors_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    for path in sorted(factors_dir.glob("*.safetensors")):
+        for name, tensor in load_file(str(path)).items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise FloatingPointError(
+                    f"EK-FAC factor {name} in {path} has non-finite values; the covariance "
+                    "or eigendecomposition failed. Check the training loss for NaN, or track "
+                    "fewer modules (InfluenceConfig.tracked_modules)."
+                )

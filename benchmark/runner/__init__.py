@@ -1,0 +1,1 @@
+"""Experiment configuration, the end-to-end pipeline and its reports."""

@@ -1,0 +1,9 @@
+"""Poison detectors: the transform-ensemble method of arXiv 2504.09026 and its variants.
+
+Importing this package registers the built-in detectors; baselines live in ``baselines``.
+"""
+
+from detectors.base import DETECTORS, TRACKS, DetectionResult, Detector, FlagRule, get_detector
+from detectors import single_transform, transform_ensemble  # noqa: F401  (registration)
+
+__all__ = ["DETECTORS", "TRACKS", "DetectionResult", "Detector", "FlagRule", "get_detector"]
