@@ -3,4 +3,4 @@
 Importing this package registers them in :data:`detectors.base.DETECTORS`.
 """
 
-from baselines import influence, loss, random_scores  # noqa: F401  (registration)
+from baselines import activation_clustering, influence, loss, random_scores, spectral, strip  # noqa: F401,I001  (registration)
