@@ -85,3 +85,22 @@ def test_invalid_config_values():
         InfluenceConfig(damping_factor=-1.0)
     with pytest.raises(ValueError, match="query set 'q' is empty"):
         QuerySet("q", (), ())
+
+
+def test_one_pass_matches_kronfluence_per_set(trained, tmp_path):
+    """All query sets scored in one training pass equal one kronfluence call per set."""
+    victim, train, queries = trained
+    config = InfluenceConfig(factor_batch_size=16, train_batch_size=16, damping_factor=1e-3)
+    engine = InfluenceEngine(victim, train.texts, train.labels, config, tmp_path)
+    texts, labels = tuple(queries.texts), tuple(queries.labels)
+    query_sets = [
+        QuerySet("original", texts, labels),
+        QuerySet("flipped", texts, tuple(1 - y for y in labels)),
+        QuerySet("first_half", texts[:4], labels[:4]),
+    ]
+    one_pass = engine.score_many(query_sets)
+    assert set(one_pass) == {"original", "flipped", "first_half"}
+    for query_set in query_sets:
+        reference = engine.score(query_set)
+        scale = np.abs(reference).max()
+        np.testing.assert_allclose(one_pass[query_set.name], reference, rtol=1e-4, atol=1e-5 * scale)

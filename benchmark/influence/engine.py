@@ -37,6 +37,9 @@ class InfluenceConfig:
     ``tracked_modules`` are regular expressions over module names; empty tracks every
     ``nn.Linear`` of the model. ``lambda_max_examples`` caps the training examples used for
     the eigenvalue correction, the costliest pass of EK-FAC fitting; None uses them all.
+    ``one_pass`` scores all query sets of :meth:`InfluenceEngine.score_many` in one pass over
+    the training data (see :mod:`benchmark.influence.one_pass`) instead of one
+    kronfluence call per set; both give the same scores up to summation order.
     """
 
     strategy: str = "ekfac"
@@ -48,6 +51,7 @@ class InfluenceConfig:
     query_batch_size: int = 16
     covariance_max_examples: int | None = None
     lambda_max_examples: int | None = None
+    one_pass: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -125,7 +129,7 @@ class InfluenceEngine:
             json.dumps([list(train_texts), list(train_labels)]).encode()
         ).hexdigest()
         factor_fields = asdict(config)
-        for name in ("measurement", "train_batch_size", "query_batch_size"):
+        for name in ("measurement", "train_batch_size", "query_batch_size", "one_pass"):
             factor_fields.pop(name)  # these change scores, not factors
         key_source = json.dumps(
             {
@@ -256,19 +260,63 @@ class InfluenceEngine:
         result = analyzer.load_pairwise_scores(scores_name)
         shutil.rmtree(self.cache_dir / "influence" / f"scores_{scores_name}", ignore_errors=True)
 
-        matrix = result["all_modules"].to(torch.float64).numpy()  # (1, n_train), summed queries
-        scores = matrix.reshape(-1) / len(query_set.texts)
-        if not np.all(np.isfinite(scores)):
-            n_bad = int((~np.isfinite(scores)).sum())
-            raise FloatingPointError(
-                f"influence on query set {query_set.name!r} has {n_bad} non-finite scores; "
-                "raise damping_factor (InfluenceConfig.damping_factor) and run again"
-            )
+        scores = _mean_scores(query_set.name, result["all_modules"], len(query_set.texts))
         logger.info(
             "Scored %d training examples on query set %s (%d queries) in %.1f s",
             len(scores), query_set.name, len(query_set.texts), seconds,
         )
         return scores
+
+    def score_many(self, query_sets: Sequence[QuerySet]) -> dict[str, np.ndarray]:
+        """Return the mean influence on each query set, each of shape (n_train,).
+
+        With ``config.one_pass`` all sets share one pass over the training data; otherwise
+        each set gets its own kronfluence call.
+        """
+        if not self.config.one_pass:
+            return {query_set.name: self.score(query_set) for query_set in query_sets}
+        from kronfluence.arguments import ScoreArguments
+
+        from benchmark.influence.one_pass import score_query_sets_one_pass
+
+        factors_name = self.fit_factors()
+        analyzer = self._get_analyzer()
+        datasets = {
+            query_set.name: self.victim.make_dataset(query_set.texts, query_set.labels)
+            for query_set in query_sets
+        }
+        start = time.perf_counter()
+        summed = score_query_sets_one_pass(
+            analyzer,
+            factors_name,
+            datasets,
+            self.train_dataset,
+            ScoreArguments(damping_factor=self.config.damping_factor),
+            self.victim.collator(),
+            self.config.query_batch_size,
+            self.config.train_batch_size,
+        )
+        seconds = time.perf_counter() - start
+        self.timings.scores_seconds["one pass: " + ", ".join(datasets)] = seconds
+        logger.info(
+            "Scored %d training examples on %d query sets in one pass in %.1f s",
+            len(self.train_dataset), len(datasets), seconds,
+        )
+        return {
+            query_set.name: _mean_scores(query_set.name, summed[query_set.name], len(query_set.texts))
+            for query_set in query_sets
+        }
+
+
+def _mean_scores(name: str, summed: torch.Tensor, n_queries: int) -> np.ndarray:
+    scores = summed.to(torch.float64).numpy().reshape(-1) / n_queries
+    if not np.all(np.isfinite(scores)):
+        n_bad = int((~np.isfinite(scores)).sum())
+        raise FloatingPointError(
+            f"influence on query set {name!r} has {n_bad} non-finite scores; "
+            "raise damping_factor (InfluenceConfig.damping_factor) and run again"
+        )
+    return scores
 
 
 def _check_factors_finite(factors_dir: Path) -> None:

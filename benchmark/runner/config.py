@@ -32,6 +32,9 @@ DEFAULT_DETECTORS = (
     "loss",
     "loss-epochs",
     "raw-influence",
+    "spectral-signature",
+    "activation-clustering",
+    "strip",
     "random",
     "oracle-triggered-influence",
 )
