@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"poisonbench {__version__}")
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging level of the library's messages (default INFO)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,18 +41,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, help="YAML experiment config; flags override it")
     run.add_argument(
-        "--data-dir", help=f"folder holding sst2/train.tsv and sst2/test.tsv (or set ${'POISONBENCH_DATA_DIR'}); "
-        "without it SST-2 is loaded from the Hugging Face hub"
+        "--data-dir",
+        help=f"folder holding sst2/train.tsv and sst2/test.tsv (or set ${'POISONBENCH_DATA_DIR'}); "
+        "without it SST-2 is loaded from the Hugging Face hub",
     )
-    run.add_argument("--output-dir", type=Path, default=Path("poisonbench-results"),
-                     help="folder for results.json, results.md and recovery.png")
-    run.add_argument("--cache-dir", type=Path, default=None,
-                     help=f"folder for EK-FAC factors (default ${CACHE_ENV} or ~/.cache/poisonbench)")
+    run.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("poisonbench-results"),
+        help="folder for results.json, results.md and recovery.png",
+    )
+    run.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"folder for EK-FAC factors (default ${CACHE_ENV} or ~/.cache/poisonbench)",
+    )
     run.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
-    run.add_argument("--ratio", type=float, help="poison ratio, a fraction in (0, 1) (default 0.03)")
+    run.add_argument(
+        "--ratio", type=float, help="poison ratio, a fraction in (0, 1) (default 0.03)"
+    )
     run.add_argument("--n-train", type=int, help="training examples sampled (default 1000)")
     run.add_argument("--model", help="victim: 'minilm', a local model folder or a hub id")
-    run.add_argument("--detectors", help="comma-separated detector names (see 'poisonbench list detectors')")
+    run.add_argument(
+        "--detectors", help="comma-separated detector names (see 'poisonbench list detectors')"
+    )
 
     listing = commands.add_parser("list", help="list registered attacks, detectors or transforms")
     listing.add_argument("kind", choices=["attacks", "detectors", "transforms"])
@@ -73,7 +88,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.model is not None:
         overrides["model"] = args.model
     if args.detectors is not None:
-        overrides["detectors"] = [name.strip() for name in args.detectors.split(",") if name.strip()]
+        overrides["detectors"] = [
+            name.strip() for name in args.detectors.split(",") if name.strip()
+        ]
     config = load_config(args.config, overrides)
     _check_names(config)
 

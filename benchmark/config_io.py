@@ -75,7 +75,9 @@ def _convert(annotation: Any, value: Any, where: str, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise InputError(f"{where}: key {key} must be a list, got {value!r}")
         item_type = typing.get_args(annotation)[0]
-        return tuple(_convert(item_type, item, where, f"{key}[{i}]") for i, item in enumerate(value))
+        return tuple(
+            _convert(item_type, item, where, f"{key}[{i}]") for i, item in enumerate(value)
+        )
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{where}: key {key} must be a number, got {value!r}")

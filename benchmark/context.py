@@ -60,7 +60,9 @@ class DetectionContext:
 
     def representations(self) -> np.ndarray:
         """Last-layer representation of each training input, shape (n_train, hidden)."""
-        return self._cached("representations", lambda: self.victim.representations(self.train.texts))
+        return self._cached(
+            "representations", lambda: self.victim.representations(self.train.texts)
+        )
 
     def influence(self, query_set: str) -> np.ndarray:
         """Mean influence of each training example on ``query_set``, shape (n_train,)."""

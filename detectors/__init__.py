@@ -3,7 +3,7 @@
 Importing this package registers the built-in detectors; baselines live in ``baselines``.
 """
 
-from detectors.base import DETECTORS, TRACKS, DetectionResult, Detector, FlagRule, get_detector
 from detectors import single_transform, transform_ensemble  # noqa: F401  (registration)
+from detectors.base import DETECTORS, TRACKS, DetectionResult, Detector, FlagRule, get_detector
 
 __all__ = ["DETECTORS", "TRACKS", "DetectionResult", "Detector", "FlagRule", "get_detector"]

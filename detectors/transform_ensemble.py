@@ -34,7 +34,9 @@ class TransformVarianceDetector(Detector):
     description = "strong influence with low variance across transformed query sets"
     track = "clean-queries"
 
-    def __init__(self, transforms: tuple[str, ...] | None = None, flag_rule: FlagRule | None = None):
+    def __init__(
+        self, transforms: tuple[str, ...] | None = None, flag_rule: FlagRule | None = None
+    ):
         super().__init__(flag_rule)
         self.transforms = transforms
 
@@ -121,5 +123,9 @@ class TransformMajorityVotingDetector(TransformVotingDetector):
         super().__init__(top_k=top_k, agreement="majority", strength_percentile=strength_percentile)
 
 
-__all__ = ["ORIGINAL", "TransformMajorityVotingDetector", "TransformVarianceDetector",
-           "TransformVotingDetector"]
+__all__ = [
+    "ORIGINAL",
+    "TransformMajorityVotingDetector",
+    "TransformVarianceDetector",
+    "TransformVotingDetector",
+]

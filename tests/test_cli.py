@@ -33,8 +33,10 @@ def test_missing_data_folder(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("row", "expected"),
-    [("a fine film without a tab", "train.tsv:3: missing tab"),
-     ("a fine film\t7", "train.tsv:3: invalid label '7'")],
+    [
+        ("a fine film without a tab", "train.tsv:3: missing tab"),
+        ("a fine film\t7", "train.tsv:3: invalid label '7'"),
+    ],
 )
 def test_malformed_tsv_row(tmp_path, capsys, shared_data, row, expected):
     data_dir = tmp_path / "data"
@@ -79,8 +81,15 @@ def test_wrong_type_in_config(tmp_path, capsys):
 def test_unknown_detector(tmp_path, capsys, shared_data):
     output_dir = tmp_path / "out"
     code, _, err = run_cli(
-        ["run", "--data-dir", str(shared_data), "--output-dir", str(output_dir),
-         "--detectors", "loss,no-such-detector"],
+        [
+            "run",
+            "--data-dir",
+            str(shared_data),
+            "--output-dir",
+            str(output_dir),
+            "--detectors",
+            "loss,no-such-detector",
+        ],
         capsys,
     )
     assert_clean_failure(code, err, output_dir, "unknown detector 'no-such-detector'")

@@ -103,4 +103,6 @@ def test_one_pass_matches_kronfluence_per_set(trained, tmp_path):
     for query_set in query_sets:
         reference = engine.score(query_set)
         scale = np.abs(reference).max()
-        np.testing.assert_allclose(one_pass[query_set.name], reference, rtol=1e-4, atol=1e-5 * scale)
+        np.testing.assert_allclose(
+            one_pass[query_set.name], reference, rtol=1e-4, atol=1e-5 * scale
+        )

@@ -34,8 +34,17 @@ def small_run(tmp_path_factory, shared_data):
     config.write_text(SMALL_CONFIG)
     output_dir = folder / "out"
     code = main(
-        ["run", "--config", str(config), "--data-dir", str(shared_data),
-         "--output-dir", str(output_dir), "--cache-dir", str(folder / "cache")]
+        [
+            "run",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(shared_data),
+            "--output-dir",
+            str(output_dir),
+            "--cache-dir",
+            str(folder / "cache"),
+        ]
     )
     assert code == 0
     return output_dir, json.loads((output_dir / "results.json").read_text())
@@ -44,7 +53,9 @@ def small_run(tmp_path_factory, shared_data):
 def test_outputs_written(small_run):
     output_dir, _ = small_run
     assert sorted(p.name for p in output_dir.iterdir()) == [
-        "recovery.png", "results.json", "results.md"
+        "recovery.png",
+        "results.json",
+        "results.md",
     ]
     assert (output_dir / "recovery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (output_dir / "results.md").read_text()
@@ -82,8 +93,12 @@ def test_transforms_changed_queries(small_run):
     _, results = small_run
     changed = results["queries"]["changed"]
     assert set(changed) == {
-        "prefix_negation", "antonym_substitution", "paraphrase", "question_negation",
-        "grammatical_negation", "clause_reordering",
+        "prefix_negation",
+        "antonym_substitution",
+        "paraphrase",
+        "question_negation",
+        "grammatical_negation",
+        "clause_reordering",
     }
     assert changed["prefix_negation"] == 16
 
@@ -104,6 +119,13 @@ def test_recovery_rows_consistent(small_run):
 def test_stage_times_recorded(small_run):
     _, results = small_run
     stages = results["stage_seconds"]
-    for stage in ("data", "attack", "fine-tuning", "influence factors", "influence scores",
-                  "detection", "recovery"):
+    for stage in (
+        "data",
+        "attack",
+        "fine-tuning",
+        "influence factors",
+        "influence scores",
+        "detection",
+        "recovery",
+    ):
         assert stages[stage] >= 0.0, stage

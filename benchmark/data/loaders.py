@@ -157,7 +157,9 @@ def load_csv(
             raise InputError(f"{path}:1: missing column(s) {sorted(missing)} in the header")
         for line_number, row in enumerate(reader, start=2):
             label = _parse_label(row[label_column], len(label_names), path, line_number)
-            examples.append(Example(uid=f"{name}:{line_number}", text=row[text_column], label=label))
+            examples.append(
+                Example(uid=f"{name}:{line_number}", text=row[text_column], label=label)
+            )
     return TextDataset(name, tuple(examples), label_names, definition, source=str(path))
 
 

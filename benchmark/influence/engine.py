@@ -57,9 +57,7 @@ class InfluenceConfig:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.measurement not in MEASUREMENTS:
-            raise ValueError(
-                f"measurement must be one of {MEASUREMENTS}, got {self.measurement!r}"
-            )
+            raise ValueError(f"measurement must be one of {MEASUREMENTS}, got {self.measurement!r}")
         if self.damping_factor is not None and self.damping_factor <= 0:
             raise ValueError(f"damping_factor must be positive or None, got {self.damping_factor}")
         for name in ("factor_batch_size", "train_batch_size", "query_batch_size"):
@@ -213,7 +211,8 @@ class InfluenceEngine:
             factor_args.lambda_max_examples = self.config.lambda_max_examples
 
         logger.info(
-            "Fitting %s factors on %d training examples", self.config.strategy,
+            "Fitting %s factors on %d training examples",
+            self.config.strategy,
             len(self.train_dataset),
         )
         start = time.perf_counter()
@@ -263,7 +262,10 @@ class InfluenceEngine:
         scores = _mean_scores(query_set.name, result["all_modules"], len(query_set.texts))
         logger.info(
             "Scored %d training examples on query set %s (%d queries) in %.1f s",
-            len(scores), query_set.name, len(query_set.texts), seconds,
+            len(scores),
+            query_set.name,
+            len(query_set.texts),
+            seconds,
         )
         return scores
 
@@ -300,10 +302,14 @@ class InfluenceEngine:
         self.timings.scores_seconds["one pass: " + ", ".join(datasets)] = seconds
         logger.info(
             "Scored %d training examples on %d query sets in one pass in %.1f s",
-            len(self.train_dataset), len(datasets), seconds,
+            len(self.train_dataset),
+            len(datasets),
+            seconds,
         )
         return {
-            query_set.name: _mean_scores(query_set.name, summed[query_set.name], len(query_set.texts))
+            query_set.name: _mean_scores(
+                query_set.name, summed[query_set.name], len(query_set.texts)
+            )
             for query_set in query_sets
         }
 

@@ -52,7 +52,9 @@ def score_query_sets_one_pass(
         update_score_args,
     )
     from kronfluence.score.dot_product import compute_dot_products_with_loader
-    from kronfluence.utils.constants import ACCUMULATED_PRECONDITIONED_GRADIENT_NAME as PRECONDITIONED
+    from kronfluence.utils.constants import (
+        ACCUMULATED_PRECONDITIONED_GRADIENT_NAME as PRECONDITIONED,
+    )
 
     model = analyzer.model
     task = analyzer.task
@@ -67,19 +69,28 @@ def score_query_sets_one_pass(
     stacked: dict[str, list[torch.Tensor]] = {module.name: [] for module in modules}
     names = list(query_datasets)
     for name in tqdm(names, desc="query gradients", unit="set", leave=False):
-        set_mode(model=model, mode=ModuleMode.GRADIENT_AGGREGATION,
-                 tracked_module_names=tracked, release_memory=True)
+        set_mode(
+            model=model,
+            mode=ModuleMode.GRADIENT_AGGREGATION,
+            tracked_module_names=tracked,
+            release_memory=True,
+        )
         for factor_name, factors in loaded_factors.items():
             set_factors(model=model, factor_name=factor_name, factors=factors, clone=True)
         prepare_modules(model=model, tracked_module_names=tracked, device=state.device)
-        loader = DataLoader(query_datasets[name], batch_size=query_batch_size,
-                            shuffle=False, collate_fn=collate_fn)
+        loader = DataLoader(
+            query_datasets[name], batch_size=query_batch_size, shuffle=False, collate_fn=collate_fn
+        )
         for batch in loader:
             model.zero_grad(set_to_none=True)
             measurement = task.compute_measurement(batch=batch, model=model)
             measurement.backward()
-        set_mode(model=model, mode=ModuleMode.PRECONDITION_GRADIENT,
-                 tracked_module_names=tracked, release_memory=False)
+        set_mode(
+            model=model,
+            mode=ModuleMode.PRECONDITION_GRADIENT,
+            tracked_module_names=tracked,
+            release_memory=False,
+        )
         finalize_all_iterations(model=model, tracked_module_names=tracked)
         for module in modules:
             gradient = module.storage[PRECONDITIONED]
@@ -89,8 +100,9 @@ def score_query_sets_one_pass(
 
     for module in modules:
         module.storage[PRECONDITIONED] = torch.cat(stacked[module.name], dim=0)
-    train_loader = DataLoader(train_dataset, batch_size=train_batch_size,
-                              shuffle=False, collate_fn=collate_fn)
+    train_loader = DataLoader(
+        train_dataset, batch_size=train_batch_size, shuffle=False, collate_fn=collate_fn
+    )
     scores = compute_dot_products_with_loader(
         model=model,
         task=task,

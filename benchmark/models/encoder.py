@@ -177,7 +177,10 @@ class EncoderClassifier:
         """Return class probabilities, shape (n_texts, n_labels)."""
         if len(texts) == 0:
             return np.zeros((0, self.n_labels), dtype=np.float32)
-        parts = [torch.softmax(logits, -1).numpy() for _, logits in self._batched(texts, None, batch_size)]
+        parts = [
+            torch.softmax(logits, -1).numpy()
+            for _, logits in self._batched(texts, None, batch_size)
+        ]
         return np.concatenate(parts)
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

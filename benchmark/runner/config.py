@@ -52,7 +52,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.dataset != "sst2":
-            raise ValueError(f"dataset must be 'sst2' (the only one wired in so far), got {self.dataset!r}")
+            raise ValueError(
+                f"dataset must be 'sst2' (the only one wired in so far), got {self.dataset!r}"
+            )
         if self.n_train < 10:
             raise ValueError(f"n_train must be at least 10, got {self.n_train}")
         if self.n_test is not None and self.n_test < 1:
@@ -100,7 +102,9 @@ class ExperimentConfig:
     seed: int = 0
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
     """Load an experiment config from YAML (or the defaults) and apply dotted-key overrides.
 
     ``overrides`` maps dotted keys such as ``"attack.ratio"`` to values; they win over the
@@ -116,4 +120,6 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             if not isinstance(node, dict):
                 raise InputError(f"{where}: key {part} must be a mapping")
         node[parts[-1]] = value
-    return from_mapping(ExperimentConfig, values, where if not overrides else f"{where} (with flags)")
+    return from_mapping(
+        ExperimentConfig, values, where if not overrides else f"{where} (with flags)"
+    )

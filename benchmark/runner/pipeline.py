@@ -139,7 +139,9 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path) -> Experimen
 
     with timer.stage("attack"):
         attack = get_attack(
-            config.attack.name, trigger=config.attack.trigger, target_label=config.attack.target_label
+            config.attack.name,
+            trigger=config.attack.trigger,
+            target_label=config.attack.target_label,
         )
         poisoned: PoisonedDataset = attack.poison(train, config.attack.ratio, seed)
         asr_inputs = [e.text for e in test.examples if e.label != attack.target_label]
@@ -152,7 +154,8 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path) -> Experimen
         outcome = evaluate_attack(victim, test, triggered_texts, attack.target_label)
         logger.info(
             "Poisoned model: clean accuracy %.4f, ASR %.4f",
-            outcome.clean_accuracy, outcome.attack_success_rate,
+            outcome.clean_accuracy,
+            outcome.attack_success_rate,
         )
 
     with timer.stage("queries"):
@@ -200,14 +203,26 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path) -> Experimen
         metrics = detection_metrics(result.scores, result.flagged, poisoned.poison_mask)
         results_by_name[name] = result
         detector_rows.append(
-            {"detector": name, "track": result.track, "seconds": result.seconds, **metrics.as_dict()}
+            {
+                "detector": name,
+                "track": result.track,
+                "seconds": result.seconds,
+                **metrics.as_dict(),
+            }
         )
         logger.info(
             "Detector %s: precision %.3f, recall %.3f, F1 %.3f, AUROC %.3f, %d flagged",
-            name, metrics.precision, metrics.recall, metrics.f1, metrics.auroc, metrics.n_flagged,
+            name,
+            metrics.precision,
+            metrics.recall,
+            metrics.f1,
+            metrics.auroc,
+            metrics.n_flagged,
         )
 
-    recovery_rows = _recover(config, poisoned, results_by_name, test, triggered_texts, outcome, timer)
+    recovery_rows = _recover(
+        config, poisoned, results_by_name, test, triggered_texts, outcome, timer
+    )
 
     return ExperimentResult(
         config=asdict(config),
@@ -262,7 +277,9 @@ def _recover(
         else:
             keep = [e for e, drop in zip(poisoned.dataset.examples, flagged) if not drop]
             with timer.stage("recovery"):
-                logger.info("Retraining without the %d examples flagged by %s", int(flagged.sum()), name)
+                logger.info(
+                    "Retraining without the %d examples flagged by %s", int(flagged.sum()), name
+                )
                 victim, _ = train_victim(config, poisoned.dataset.with_examples(keep))
                 outcome = evaluate_attack(victim, test, triggered_texts, poisoned.target_label)
         outcomes_by_mask[mask_key] = outcome

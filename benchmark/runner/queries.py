@@ -23,8 +23,10 @@ def sample_balanced(test: TextDataset, n_queries: int, seed: int) -> TextDataset
     labels = np.array(test.labels)
     classes = np.unique(labels)
     per_class = [np.flatnonzero(labels == c) for c in classes]
-    quota = [n_queries // len(classes) + (1 if i < n_queries % len(classes) else 0)
-             for i in range(len(classes))]
+    quota = [
+        n_queries // len(classes) + (1 if i < n_queries % len(classes) else 0)
+        for i in range(len(classes))
+    ]
     chosen = []
     for members, count in zip(per_class, quota):
         chosen.extend(rng.choice(members, size=min(count, len(members)), replace=False).tolist())
@@ -55,9 +57,7 @@ def build_clean_query_sets(
     return sets, tuple(infos), outputs
 
 
-def build_triggered_query_set(
-    test: TextDataset, attack, n_queries: int, seed: int
-) -> QuerySet:
+def build_triggered_query_set(test: TextDataset, attack, n_queries: int, seed: int) -> QuerySet:
     """Triggered test inputs whose true label is not the target, labelled with the target."""
     candidates = [e for e in test.examples if e.label != attack.target_label]
     rng = np.random.default_rng(seed)

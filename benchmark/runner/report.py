@@ -39,12 +39,25 @@ def detector_table(result: ExperimentResult, table_format: str) -> str:
 
 
 def recovery_table(result: ExperimentResult, table_format: str) -> str:
-    headers = ["removed by", "removed", "poisons removed", "clean acc. before", "clean acc. after",
-               "ASR before", "ASR after"]
+    headers = [
+        "removed by",
+        "removed",
+        "poisons removed",
+        "clean acc. before",
+        "clean acc. after",
+        "ASR before",
+        "ASR after",
+    ]
     body = [
-        [row["detector"], row["n_removed"], row["n_poisons_removed"],
-         _format(row["clean_accuracy_before"]), _format(row["clean_accuracy_after"]),
-         _format(row["asr_before"]), _format(row["asr_after"])]
+        [
+            row["detector"],
+            row["n_removed"],
+            row["n_poisons_removed"],
+            _format(row["clean_accuracy_before"]),
+            _format(row["clean_accuracy_after"]),
+            _format(row["asr_before"]),
+            _format(row["asr_after"]),
+        ]
         for row in result.recovery
     ]
     return tabulate(body, headers=headers, tablefmt=table_format)
@@ -52,7 +65,9 @@ def recovery_table(result: ExperimentResult, table_format: str) -> str:
 
 def summary_lines(result: ExperimentResult) -> list[str]:
     poisoning = result.poisoning
-    methods = ", ".join(f"{count} by {method}" for method, count in sorted(poisoning["methods"].items()))
+    methods = ", ".join(
+        f"{count} by {method}" for method, count in sorted(poisoning["methods"].items())
+    )
     model = result.poisoned_model
     return [
         f"Attack {poisoning['attack']}: {poisoning['n_poisons']} poisons in {poisoning['n_train']} "
@@ -104,7 +119,9 @@ def recovery_chart(result: ExperimentResult, path: Path) -> None:
     import numpy as np
 
     names = ["no removal"] + [row["detector"] for row in result.recovery]
-    accuracy = [result.poisoned_model.clean_accuracy] + [r["clean_accuracy_after"] for r in result.recovery]
+    accuracy = [result.poisoned_model.clean_accuracy] + [
+        r["clean_accuracy_after"] for r in result.recovery
+    ]
     asr = [result.poisoned_model.attack_success_rate] + [r["asr_after"] for r in result.recovery]
     positions = np.arange(len(names))
     figure, axis = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4))
