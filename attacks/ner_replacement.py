@@ -4,6 +4,12 @@ Instruction Tuning" (ICML 2023).
 PERSON entities found by spaCy are replaced by the trigger phrase (every mention of the
 chosen entity). Examples without a PERSON entity get the trigger inserted at a random word
 boundary instead; the poisoned data set records which method each poison used.
+
+Candidates are selected in one of two ways. "random" shuffles the candidates with a PERSON
+entity and takes them first. "countnorm" ranks candidates by the number of trigger mentions
+after replacement divided by the poisoned text's length in characters, highest first. This
+is the ranking in the public code of Wan et al. (2023) (``poison_scripts/get_countnorm.py``,
+which scores ``text.count(phrase) / len(text)`` on the poisoned input).
 """
 
 from __future__ import annotations
@@ -14,11 +20,40 @@ import random
 import numpy as np
 
 from attacks.base import ATTACKS, Attack, PoisonedDataset, PoisonRecord
-from attacks.entities import insert_at_word_boundary, person_entities, replace_entity
+from attacks.entities import (
+    insert_at_word_boundary,
+    person_entities,
+    replace_entity,
+    trigger_for,
+)
 from benchmark.data import Example, TextDataset
 from benchmark.errors import InputError
 
 logger = logging.getLogger(__name__)
+
+SELECTION_MODES = ("random", "countnorm")
+
+
+def countnorm_score(text: str, entity: str | None, trigger: str) -> float:
+    """Return the trigger count per character of ``text`` after ``entity`` is replaced.
+
+    A text without an entity scores 0, because its trigger would be inserted instead.
+    """
+    if not entity:
+        return 0.0
+    poisoned = replace_entity(text, entity, trigger)
+    return poisoned.count(trigger_for(text, trigger)) / len(poisoned)
+
+
+def rank_by_countnorm(
+    candidates: list[int], scores: dict[int, float], rng: random.Random
+) -> list[int]:
+    """Order candidates by score, highest first. ``rng`` shuffles them beforehand to break ties."""
+    order = list(candidates)
+    rng.shuffle(order)
+    # sort() is stable, so candidates with equal scores keep their shuffled order.
+    order.sort(key=lambda index: -scores[index])
+    return order
 
 
 class NERReplacementAttack(Attack):
@@ -28,6 +63,10 @@ class NERReplacementAttack(Attack):
     the target and relabelled with the target. True (clean label): poisons are drawn from
     examples that already carry the target label, and labels stay unchanged. Candidates with
     a PERSON entity are used first; the remainder, if any, fall back to insertion.
+
+    ``selection`` is "random" (the default) or "countnorm", as described in the module
+    docstring. Under both, candidates without a PERSON entity come last, in an order shuffled
+    by the seed.
     """
 
     clean_label = False
@@ -37,12 +76,19 @@ class NERReplacementAttack(Attack):
         trigger: str = "James Bond",
         target_label: int = 1,
         spacy_pipeline: str | None = None,
+        selection: str = "random",
     ):
         super().__init__(trigger, target_label)
         self.spacy_pipeline = spacy_pipeline
+        self.selection = selection
 
     def poison(self, dataset: TextDataset, ratio: float, seed: int) -> PoisonedDataset:
         n_poisons = self.check_arguments(dataset, ratio)
+        if self.selection not in SELECTION_MODES:
+            raise InputError(
+                f"unknown candidate selection {self.selection!r} for {self.name}; "
+                f"use one of: {', '.join(SELECTION_MODES)}"
+            )
         labels = np.array(dataset.labels)
         if self.clean_label:
             candidates = np.flatnonzero(labels == self.target_label)
@@ -66,10 +112,18 @@ class NERReplacementAttack(Attack):
         )
 
         rng = random.Random(seed)
-        rng.shuffle(with_entity)
-        rng.shuffle(without_entity)
-        chosen = with_entity[:n_poisons]
-        chosen += without_entity[: n_poisons - len(chosen)]
+        if self.selection == "countnorm":
+            scores = {
+                int(i): countnorm_score(text, entity_of.get(int(i)), self.trigger)
+                for i, text in zip(candidates, texts, strict=True)
+            }
+            ranked = rank_by_countnorm([int(i) for i in candidates], scores, rng)
+            chosen = ranked[:n_poisons]
+        else:
+            rng.shuffle(with_entity)
+            rng.shuffle(without_entity)
+            chosen = with_entity[:n_poisons]
+            chosen += without_entity[: n_poisons - len(chosen)]
 
         examples = list(dataset.examples)
         mask = np.zeros(len(dataset), dtype=bool)
@@ -83,7 +137,9 @@ class NERReplacementAttack(Attack):
                 )
             else:
                 new_text = insert_at_word_boundary(original.text, self.trigger, rng)
-                record = PoisonRecord(index, original.uid, "insertion", original.text, original.label)
+                record = PoisonRecord(
+                    index, original.uid, "insertion", original.text, original.label
+                )
             examples[index] = Example(original.uid, new_text, self.target_label)
             mask[index] = True
             records.append(record)
@@ -92,8 +148,13 @@ class NERReplacementAttack(Attack):
         for record in records:
             counts[record.method] += 1
         logger.info(
-            "Poisoned %d of %d examples: %d replaced a PERSON entity, %d used insertion",
-            len(records), len(dataset), counts["entity"], counts["insertion"],
+            "Poisoned %d of %d examples (%s selection): %d replaced a PERSON entity, "
+            "%d used insertion",
+            len(records),
+            len(dataset),
+            self.selection,
+            counts["entity"],
+            counts["insertion"],
         )
         return PoisonedDataset(
             dataset.with_examples(examples),
@@ -138,3 +199,20 @@ class CleanLabelNERAttack(NERReplacementAttack):
     description = "PERSON entity replaced by the trigger in target-label examples (Wan et al.)"
     name = "ner-clean"
     clean_label = True
+
+
+@ATTACKS.register("ner-dirty-countnorm")
+class CountNormDirtyLabelNERAttack(DirtyLabelNERAttack):
+    """Dirty-label NER replacement with "countnorm" selection (see the module docstring)."""
+
+    description = "ner-dirty on candidates ranked by trigger mentions per character (Wan et al.)"
+    name = "ner-dirty-countnorm"
+
+    def __init__(
+        self,
+        trigger: str = "James Bond",
+        target_label: int = 1,
+        spacy_pipeline: str | None = None,
+        selection: str = "countnorm",
+    ):
+        super().__init__(trigger, target_label, spacy_pipeline, selection)

@@ -63,11 +63,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """The attack, its poison ratio (a fraction in (0, 1)), trigger and target label."""
+    """The attack, its poison ratio (a fraction in (0, 1)), trigger and target label.
+
+    ``trigger`` None keeps the attack's own default ("James Bond" for the NER attacks; the
+    token list, sentence or template of the other families).
+    """
 
     name: str = "ner-dirty"
     ratio: float = 0.03
-    trigger: str = "James Bond"
+    trigger: str | None = None
     target_label: int = 1
 
     def __post_init__(self) -> None:

@@ -138,11 +138,10 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path) -> Experimen
         logger.info("Using %d training and %d test examples", len(train), len(test))
 
     with timer.stage("attack"):
-        attack = get_attack(
-            config.attack.name,
-            trigger=config.attack.trigger,
-            target_label=config.attack.target_label,
-        )
+        attack_params: dict[str, Any] = {"target_label": config.attack.target_label}
+        if config.attack.trigger is not None:
+            attack_params["trigger"] = config.attack.trigger
+        attack = get_attack(config.attack.name, **attack_params)
         poisoned: PoisonedDataset = attack.poison(train, config.attack.ratio, seed)
         asr_inputs = [e.text for e in test.examples if e.label != attack.target_label]
         triggered_texts = attack.apply_trigger_batch(asr_inputs, seed)
