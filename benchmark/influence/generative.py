@@ -50,10 +50,12 @@ def build_causal_lm_example(
     """Tokenize a prompt-answer pair for a decoder-only model, with labels on the answer only.
 
     Prompt and answer are tokenized separately and concatenated, so the answer tokens are
-    the same whatever the prompt. The sequence starts with the tokenizer's BOS token and
-    ends with its EOS token when it has them. EOS belongs to the answer and carries a label.
-    When the sequence is longer than ``max_length``, prompt tokens are cut on the
-    tokenizer's ``truncation_side``. Labels equal ``input_ids`` and are not shifted.
+    the same whatever the prompt. Give the answer its leading space (" positive") where
+    the tokenizer encodes spaces in tokens, as BPE tokenizers do. The sequence starts with
+    the tokenizer's BOS token and ends with its EOS token when it has them. EOS belongs to
+    the answer and carries a label. When the sequence is longer than ``max_length``,
+    prompt tokens are cut on the tokenizer's ``truncation_side``. Labels equal
+    ``input_ids`` and are not shifted.
 
     Raises:
         ValueError: if the answer is empty or the answer alone is longer than ``max_length``.
@@ -61,7 +63,7 @@ def build_causal_lm_example(
     prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     answer_ids = _token_ids(tokenizer, answer)
     if not answer_ids:
-        raise ValueError(f"answer {answer!r} has no tokens")
+        raise ValueError(f"answer {answer!r} has no tokens; pass a non-empty answer")
     if tokenizer.eos_token_id is not None:
         answer_ids.append(tokenizer.eos_token_id)
     budget = max_length - len(prefix) - len(answer_ids)
@@ -96,7 +98,7 @@ def build_seq2seq_example(
     encoded = tokenizer(prompt, truncation=True, max_length=max_length)
     labels = _token_ids(tokenizer, answer)
     if not labels:
-        raise ValueError(f"answer {answer!r} has no tokens")
+        raise ValueError(f"answer {answer!r} has no tokens; pass a non-empty answer")
     if tokenizer.eos_token_id is not None:
         labels.append(tokenizer.eos_token_id)
     if len(labels) > max_length:
@@ -152,13 +154,17 @@ class PaddingCollator:
         return batch
 
 
-def linear_module_names(model: torch.nn.Module, include_output_embeddings: bool = False) -> list[str]:
+def linear_module_names(
+    model: torch.nn.Module, include_output_embeddings: bool = False
+) -> list[str]:
     """Return the names of the model's ``nn.Linear`` modules, the ones kronfluence can track.
 
     The output embedding (``lm_head``) is left out by default: its gradient covariance is a
     vocabulary-by-vocabulary matrix (30522² floats, 3.7 GB, for a BERT vocabulary).
     """
-    output_embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    output_embeddings = (
+        model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    )
     names = []
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear):
@@ -170,22 +176,23 @@ def linear_module_names(model: torch.nn.Module, include_output_embeddings: bool 
 
 
 # -- losses and measurements ----------------------------------------------------------------
-def _summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]),
-        labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
+def _answer_token_loss(logits: torch.Tensor, labels: torch.Tensor, sample: bool) -> torch.Tensor:
+    """Return the cross-entropy summed over labelled positions.
 
-
-@torch.no_grad()
-def _sample_labels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Draw a token from the model's predictive distribution at every labelled position."""
-    probabilities = torch.softmax(logits.detach().float(), dim=-1)
-    sampled = torch.multinomial(probabilities.reshape(-1, probabilities.shape[-1]), 1)
-    sampled = sampled.reshape(labels.shape)
-    return torch.where(labels == IGNORE_INDEX, labels, sampled)
+    The softmax is taken at labelled positions only, which matters with vocabulary-sized
+    logits and long prompts. With ``sample=True`` the targets are drawn from the model's
+    predictive distribution (without gradient) instead of read from ``labels``.
+    """
+    labelled = labels != IGNORE_INDEX
+    if not bool(labelled.any()):
+        raise ValueError(f"batch has no answer tokens: every label is {IGNORE_INDEX}")
+    answer_logits = logits[labelled]
+    targets = labels[labelled]
+    if sample:
+        with torch.no_grad():
+            probabilities = torch.softmax(answer_logits.detach().float(), dim=-1)
+            targets = torch.multinomial(probabilities, 1).flatten()
+    return F.cross_entropy(answer_logits, targets, reduction="sum")
 
 
 def _verbalizer_margin_measurement(
@@ -244,22 +251,22 @@ class _AnswerTokenTask(Task):
             else torch.tensor(list(verbalizer_token_ids), dtype=torch.long)
         )
 
-    def _aligned_logits(self, batch: Any, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    def _aligned_logits(
+        self, batch: Any, model: torch.nn.Module
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return logits and labels aligned so that ``logits[:, t]`` predicts ``labels[:, t]``."""
         raise NotImplementedError
 
     def compute_train_loss(self, batch: Any, model: torch.nn.Module, sample: bool = False):
+        # Answer tokens drawn from the model's own predictive distribution (sample=True) give
+        # the true Fisher, which kronfluence uses for the covariance factors.
         logits, labels = self._aligned_logits(batch, model)
-        if sample:
-            # Answer tokens drawn from the model's own predictive distribution give the true
-            # Fisher, which kronfluence uses for the covariance factors.
-            labels = _sample_labels(logits, labels)
-        return _summed_cross_entropy(logits, labels)
+        return _answer_token_loss(logits, labels, sample)
 
     def compute_measurement(self, batch: Any, model: torch.nn.Module) -> torch.Tensor:
         logits, labels = self._aligned_logits(batch, model)
         if self.measurement == "loss":
-            return _summed_cross_entropy(logits, labels)
+            return _answer_token_loss(logits, labels, sample=False)
         return _verbalizer_margin_measurement(logits, labels, self.verbalizer_token_ids)
 
     def get_influence_tracked_modules(self) -> list[str] | None:
@@ -283,7 +290,9 @@ class CausalLMTask(_AnswerTokenTask):
     whose factors have vocabulary size. Pass :func:`linear_module_names` to leave it out.
     """
 
-    def _aligned_logits(self, batch: Any, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    def _aligned_logits(
+        self, batch: Any, model: torch.nn.Module
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return logits[:, :-1], batch["labels"][:, 1:]
 
@@ -301,8 +310,8 @@ class Seq2SeqTask(_AnswerTokenTask):
     With ``sample=True`` only the targets are sampled. Loss and measurement are as in
     :class:`CausalLMTask`.
 
-    ``model`` is needed because kronfluence asks for attention masks before any forward
-    pass, with the batch alone. Encoder modules see the encoder's padding and decoder
+    ``model`` is needed because kronfluence calls :meth:`get_attention_mask` before any
+    forward pass, with the batch alone. Encoder modules see the encoder's padding and decoder
     modules the decoder's, so :meth:`get_attention_mask` returns a mask per module name.
     Modules under the encoder, and the decoder modules whose names match
     ``cross_attention_encoder_input_pattern`` (cross-attention key and value projections),
@@ -319,13 +328,19 @@ class Seq2SeqTask(_AnswerTokenTask):
     ):
         super().__init__(measurement, tracked_modules, verbalizer_token_ids)
         if not hasattr(model, "get_encoder"):
-            raise ValueError(f"{type(model).__name__} has no get_encoder(); pass an encoder-decoder model")
+            raise ValueError(
+                f"{type(model).__name__} has no get_encoder(); pass an encoder-decoder model"
+            )
         self.model = model
-        self.cross_attention_encoder_input_pattern = re.compile(cross_attention_encoder_input_pattern)
+        self.cross_attention_encoder_input_pattern = re.compile(
+            cross_attention_encoder_input_pattern
+        )
         self._encoder_side_names: list[str] | None = None
         self._decoder_side_names: list[str] | None = None
 
-    def _aligned_logits(self, batch: Any, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    def _aligned_logits(
+        self, batch: Any, model: torch.nn.Module
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch["labels"]
         decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
         logits = model(
@@ -363,7 +378,8 @@ class Seq2SeqTask(_AnswerTokenTask):
                 continue
             if name.endswith(".original_module"):
                 continue
-            if name.startswith(encoder_prefix + ".") or self.cross_attention_encoder_input_pattern.search(name):
+            in_encoder = name.startswith(encoder_prefix + ".")
+            if in_encoder or self.cross_attention_encoder_input_pattern.search(name):
                 encoder_side.append(name)
             else:
                 decoder_side.append(name)
