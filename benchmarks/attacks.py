@@ -32,7 +32,12 @@ from benchmark.runner.config import ExperimentConfig
 from benchmark.runner.pipeline import train_victim
 
 NON_ADAPTIVE = (
-    "ner-dirty", "ner-clean", "ner-dirty-countnorm", "multi-form", "badnets", "addsent",
+    "ner-dirty",
+    "ner-clean",
+    "ner-dirty-countnorm",
+    "multi-form",
+    "badnets",
+    "addsent",
     "syntactic",
 )
 
@@ -54,8 +59,17 @@ def main() -> None:
     start = time.perf_counter()
     clean_model, _ = train_victim(config, train)
     clean_acc = clean_accuracy(clean_model.predict(test.texts), labels)
-    rows = [{"attack": "none (clean data)", "asr": float("nan"), "clean_accuracy": clean_acc,
-             "n_poisons": 0, "entity": 0, "insertion": 0, "seconds": time.perf_counter() - start}]
+    rows = [
+        {
+            "attack": "none (clean data)",
+            "asr": float("nan"),
+            "clean_accuracy": clean_acc,
+            "n_poisons": 0,
+            "entity": 0,
+            "insertion": 0,
+            "seconds": time.perf_counter() - start,
+        }
+    ]
 
     for name in [n.strip() for n in args.attacks.split(",") if n.strip()]:
         if name not in ATTACKS:
@@ -81,14 +95,31 @@ def main() -> None:
             )
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
-        print(f"{name}: ASR {row['asr']:.3f}, clean accuracy {row['clean_accuracy']:.3f}", flush=True)
+        print(
+            f"{name}: ASR {row['asr']:.3f}, clean accuracy {row['clean_accuracy']:.3f}", flush=True
+        )
 
-    headers = ["attack", "ASR", "clean acc.", "Δ clean acc. (points)", "poisons", "entity",
-               "insertion", "ASR held-out forms"]
+    headers = [
+        "attack",
+        "ASR",
+        "clean acc.",
+        "Δ clean acc. (points)",
+        "poisons",
+        "entity",
+        "insertion",
+        "ASR held-out forms",
+    ]
     body = [
-        [r["attack"], f"{r['asr']:.3f}", f"{r['clean_accuracy']:.3f}",
-         f"{100 * (r['clean_accuracy'] - clean_acc):+.1f}", r["n_poisons"], r["entity"],
-         r["insertion"], f"{r['asr_held_out_forms']:.3f}" if "asr_held_out_forms" in r else ""]
+        [
+            r["attack"],
+            f"{r['asr']:.3f}",
+            f"{r['clean_accuracy']:.3f}",
+            f"{100 * (r['clean_accuracy'] - clean_acc):+.1f}",
+            r["n_poisons"],
+            r["entity"],
+            r["insertion"],
+            f"{r['asr_held_out_forms']:.3f}" if "asr_held_out_forms" in r else "",
+        ]
         for r in rows
     ]
     print(tabulate(body, headers=headers, tablefmt="github"))

@@ -232,7 +232,7 @@ class InfluenceEngine:
 
     # -- scores ---------------------------------------------------------------------------
     def score(self, query_set: QuerySet) -> np.ndarray:
-        """Return the mean influence of every training example on ``query_set``, shape (n_train,)."""
+        """Return the mean influence of each training example on ``query_set``, shape (n_train,)."""
         from kronfluence.arguments import ScoreArguments
 
         factors_name = self.fit_factors()
