@@ -182,7 +182,8 @@ def main() -> None:
     print(f"(a) kronfluence as documented: {figures['kronfluence_total_s']:.1f} s")
     print(
         f"(b) poisonbench: {figures['poisonbench_total_s']:.1f} s "
-        f"(factors {figures['poisonbench_factors_s']:.1f} s, scores {figures['poisonbench_scores_s']:.1f} s)"
+        f"(factors {figures['poisonbench_factors_s']:.1f} s, "
+        f"scores {figures['poisonbench_scores_s']:.1f} s)"
     )
     print(f"speed-up (a)/(b): {figures['speed_up']:.2f}x")
     print(
@@ -191,7 +192,8 @@ def main() -> None:
     )
     for name, values in per_set.items():
         print(
-            f"  {name:22s} Spearman {values['spearman']:.4f}  top-50 overlap {values['top50_overlap']:.2f}"
+            f"  {name:22s} Spearman {values['spearman']:.4f}  "
+            f"top-50 overlap {values['top50_overlap']:.2f}"
         )
     for name, values in figures["detectors"].items():
         print(
