@@ -113,7 +113,9 @@ def test_recovery_rows_consistent(small_run):
         assert row["asr_before"] == results["poisoned_model"]["attack_success_rate"]
     oracle = rows["oracle-triggered-influence"]
     if oracle["n_poisons_removed"] == 10:
-        assert oracle["asr_after"] < 0.5
+        # A weak 200-example model still calls some triggered negatives positive without
+        # any poison, so the check is a clear drop rather than an absolute level.
+        assert oracle["asr_after"] < oracle["asr_before"] - 0.2
 
 
 def test_stage_times_recorded(small_run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,21 @@ def load_config(
     return from_mapping(
         ExperimentConfig, values, where if not overrides else f"{where} (with flags)"
     )
+
+
+def flatten_config(config: ExperimentConfig) -> dict[str, Any]:
+    """Return every field of ``config`` under its dotted key, e.g. ``"attack.ratio"``.
+
+    Tuples become lists, so the result is JSON-serialisable as it is.
+    """
+    flat: dict[str, Any] = {}
+
+    def visit(value: Any, prefix: str) -> None:
+        if dataclasses.is_dataclass(value):
+            for item in dataclasses.fields(value):
+                visit(getattr(value, item.name), f"{prefix}{item.name}.")
+        else:
+            flat[prefix[:-1]] = list(value) if isinstance(value, tuple) else value
+
+    visit(config, "")
+    return flat
