@@ -1,4 +1,4 @@
-"""The ``poisonbench`` command line: run experiments and list registered components."""
+"""The ``poisonbench`` command line: run experiments, scan data and list components."""
 
 from __future__ import annotations
 
@@ -67,9 +67,174 @@ def build_parser() -> argparse.ArgumentParser:
         "--detectors", help="comma-separated detector names (see 'poisonbench list detectors')"
     )
 
+    _add_scan_parser(commands)
+    _add_sweep_parsers(commands)
+
     listing = commands.add_parser("list", help="list registered attacks, detectors or transforms")
     listing.add_argument("kind", choices=["attacks", "detectors", "transforms"])
     return parser
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return number
+
+
+def _add_sweep_parsers(commands) -> None:
+    from benchmark.runner.sweep_cli import add_sweep_commands
+
+    add_sweep_commands(commands)
+
+
+def _add_scan_parser(commands) -> None:
+    from benchmark.data.formats import AUTO, FORMATS
+    from benchmark.scan.options import DEFAULT_SCAN_DETECTORS
+
+    scan = commands.add_parser(
+        "scan",
+        help="scan your own fine-tuning file for poisons and candidate trigger phrases",
+        description="Fine-tune a victim on DATA_FILE, rank every example by suspicion with "
+        "the chosen detectors, and write scan.csv, report.md and report.html.",
+    )
+    scan.add_argument("data_file", type=Path, metavar="DATA_FILE", help="the file to scan")
+    scan.add_argument(
+        "--format",
+        dest="data_format",
+        default=AUTO,
+        choices=[AUTO, *FORMATS],
+        help="layout of DATA_FILE and of --queries (default auto: from the extension, "
+        "else from the first line)",
+    )
+    scan.add_argument(
+        "--model",
+        default="minilm",
+        help="victim: 'minilm' (default), 'tiny-bert', or a local Hugging Face model folder",
+    )
+    scan.add_argument(
+        "--detectors",
+        default=",".join(DEFAULT_SCAN_DETECTORS),
+        help="comma-separated detector names, blind or clean-queries track (default: "
+        f"{','.join(DEFAULT_SCAN_DETECTORS)})",
+    )
+    scan.add_argument(
+        "--queries",
+        type=Path,
+        dest="queries_file",
+        help="clean query file in the same layout, for clean-queries detectors (default: a "
+        "seeded 10%% sample of DATA_FILE, at most 100 examples)",
+    )
+    scan.add_argument(
+        "--n-queries",
+        type=_positive_int,
+        help="number of queries to draw from DATA_FILE or from --queries (default: 10%% of "
+        "DATA_FILE, at most 100; all of --queries)",
+    )
+    scan.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("poisonbench-scan"),
+        help="folder for scan.csv, report.md and report.html (default poisonbench-scan)",
+    )
+    scan.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip malformed rows, log them and list them in the report, instead of stopping",
+    )
+    scan.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    scan.add_argument(
+        "--epochs", type=_positive_int, default=3, help="fine-tuning epochs (default 3)"
+    )
+    scan.add_argument(
+        "--max-length",
+        type=_positive_int,
+        default=64,
+        help="maximum input length in tokens, instruction included (default 64, at least 8)",
+    )
+    scan.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        default=1e-4,
+        help="AdamW learning rate of fine-tuning (default 1e-4)",
+    )
+    scan.add_argument(
+        "--tracked-modules",
+        default="",
+        help="comma-separated regular expressions over module names whose nn.Linear layers "
+        "influence is computed on (default: every nn.Linear)",
+    )
+    scan.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"folder for EK-FAC factors (default ${CACHE_ENV} or ~/.cache/poisonbench)",
+    )
+
+
+def _scan(args: argparse.Namespace) -> int:
+    import re
+
+    from benchmark.scan.options import ScanOptions
+    from benchmark.scan.report import write_scan_outputs
+    from benchmark.scan.runner import run_scan
+
+    if args.max_length < 8:
+        raise InputError(f"--max-length must be at least 8 tokens, got {args.max_length}")
+    tracked_modules = tuple(
+        pattern.strip() for pattern in args.tracked_modules.split(",") if pattern.strip()
+    )
+    for pattern in tracked_modules:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise InputError(
+                f"--tracked-modules: invalid regular expression {pattern!r} ({error})"
+            ) from None
+    options = ScanOptions(
+        data_file=args.data_file,
+        data_format=args.data_format,
+        model=args.model,
+        # dict.fromkeys drops repeated names and keeps the order.
+        detectors=tuple(
+            dict.fromkeys(name.strip() for name in args.detectors.split(",") if name.strip())
+        ),
+        queries_file=args.queries_file,
+        n_queries=args.n_queries,
+        skip_bad_rows=args.skip_bad_rows,
+        seed=args.seed,
+        epochs=args.epochs,
+        max_length=args.max_length,
+        learning_rate=args.learning_rate,
+        tracked_modules=tracked_modules,
+        cache_dir=args.cache_dir or _default_cache_dir(),
+    )
+    result = run_scan(options)
+    paths = write_scan_outputs(result, args.output_dir)
+    strong = [phrase.text for phrase in result.strong_phrases]
+    print(
+        f"Scanned {len(result.data.dataset)} examples; "
+        + (
+            f"strongly over-represented phrases among suspects: {', '.join(strong)}"
+            if strong
+            else "no strongly over-represented phrase among suspects"
+        )
+    )
+    print("Wrote " + ", ".join(str(path) for path in paths))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -167,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "scan":
+            return _scan(args)
+        if args.command in ("sweep", "run-cell"):
+            from benchmark.runner.sweep_cli import run_sweep_command
+
+            return run_sweep_command(args, _default_cache_dir())
         return _list(args.kind)
     except InputError as error:
         print(f"poisonbench: error: {error}", file=sys.stderr)
