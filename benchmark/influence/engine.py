@@ -162,7 +162,12 @@ class InfluenceEngine:
         from kronfluence.analyzer import Analyzer, prepare_model
 
         model = copy.deepcopy(self.victim.model).eval()
-        task = ClassificationTask(self.config.measurement, self._tracked_module_names(model))
+        tracked_modules = self._tracked_module_names(model)
+        # Generative victims build their own task (answer-token loss, their default modules).
+        if hasattr(self.victim, "influence_task"):
+            task = self.victim.influence_task(self.config.measurement, tracked_modules)
+        else:
+            task = ClassificationTask(self.config.measurement, tracked_modules)
         model = prepare_model(model, task)
         self._analyzer = Analyzer(
             analysis_name="influence",

