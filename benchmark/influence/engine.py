@@ -169,6 +169,8 @@ class InfluenceEngine:
         else:
             task = ClassificationTask(self.config.measurement, tracked_modules)
         model = prepare_model(model, task)
+        # kronfluence 1.0.1 sets the root logger's level to its log_level; keep ours.
+        root_level = logging.getLogger().level
         self._analyzer = Analyzer(
             analysis_name="influence",
             model=model,
@@ -178,6 +180,7 @@ class InfluenceEngine:
             output_dir=str(self.cache_dir),
             log_level=logging.WARNING,
         )
+        logging.getLogger().setLevel(root_level)
         from kronfluence.utils.dataset import DataLoaderKwargs
 
         self._analyzer.set_dataloader_kwargs(

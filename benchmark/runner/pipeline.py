@@ -106,11 +106,18 @@ def evaluate_attack(
 
 
 def build_victim(config: ExperimentConfig, train: TextDataset) -> EncoderClassifier:
-    """Build the victim that ``config`` names, untrained, for the labels of ``train``."""
-    return EncoderClassifier(
+    """Build the victim that ``config`` names, untrained, for the labels of ``train``.
+
+    The model family (encoder, causal LM, seq2seq) comes from the preset or the model's
+    config; generative victims use their default prompt template and verbalizers.
+    """
+    from benchmark.models.factory import build_victim as build_from_spec
+
+    return build_from_spec(
         config.model,
         len(train.label_names),
         train.definition,
+        train.label_names,
         max_length=config.training.max_length,
         seed=config.training.seed,
     )
