@@ -2,7 +2,7 @@
 
 Usage (about 2 minutes per attack on 2 CPU cores):
 
-    python benchmarks/attacks.py --data-dir ../shared/data [--attacks ner-dirty,badnets]
+    python benchmarks/attack_success.py --data-dir ../shared/data [--attacks ner-dirty,badnets]
         [--ratio 0.03] [--json attacks.json]
 
 For each attack it poisons the default 1,000-example training sample, fine-tunes MiniLM with
