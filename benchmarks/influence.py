@@ -35,22 +35,14 @@ from benchmark.context import DetectionContext
 from benchmark.data import load_sst2
 from benchmark.influence import InfluenceConfig, InfluenceEngine
 from benchmark.metrics import detection_metrics
-from benchmark.runner.config import ExperimentConfig
+from benchmark.runner.config import DEFAULT_DETECTORS, ExperimentConfig
 from benchmark.runner.pipeline import train_victim
 from benchmark.runner.queries import build_clean_query_sets, sample_balanced
 from detectors.base import get_detector
 
-INFLUENCE_DETECTORS = (
-    "transform-variance",
-    "transform-voting",
-    "transform-voting-majority",
-    "single-prefix-negation",
-    "single-antonym-substitution",
-    "single-paraphrase",
-    "single-question-negation",
-    "single-grammatical-negation",
-    "single-clause-reordering",
-    "raw-influence",
+# The default detectors that read influence on clean queries (the oracle is left out).
+INFLUENCE_DETECTORS = tuple(
+    name for name in DEFAULT_DETECTORS if name.startswith(("transform-", "single-", "raw-"))
 )
 
 
