@@ -42,7 +42,9 @@ def test_entry_point_plugins_loaded(monkeypatch):
         value="detectors.transform_ensemble:TransformVarianceDetector",
         group="poisonbench.test-plugins",
     )
-    broken = EntryPoint(name="broken", value="no_such_module:Thing", group="poisonbench.test-plugins")
+    broken = EntryPoint(
+        name="broken", value="no_such_module:Thing", group="poisonbench.test-plugins"
+    )
 
     def fake_entry_points(group):
         return [plugin, broken] if group == "poisonbench.test-plugins" else []
