@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 from benchmark.data import load_sst2
 from benchmark.influence import InfluenceConfig, InfluenceEngine, QuerySet
@@ -106,3 +107,18 @@ def test_one_pass_matches_kronfluence_per_set(trained, tmp_path):
         np.testing.assert_allclose(
             one_pass[query_set.name], reference, rtol=1e-4, atol=1e-5 * scale
         )
+
+
+def test_failed_eigendecomposition_is_clear(trained, tmp_path, monkeypatch):
+    """A linear-algebra failure inside kronfluence becomes an error that says what to do."""
+    from kronfluence.analyzer import Analyzer
+
+    def fail(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(Analyzer, "fit_all_factors", fail)
+    victim, train, _ = trained
+    engine = InfluenceEngine(victim, train.texts, train.labels, InfluenceConfig(), tmp_path)
+    with pytest.raises(FloatingPointError, match="eigendecomposition failed"):
+        engine.fit_factors()
+    assert not list((tmp_path / "influence").glob("factors_*"))

@@ -224,13 +224,21 @@ class InfluenceEngine:
             len(self.train_dataset),
         )
         start = time.perf_counter()
-        analyzer.fit_all_factors(
-            factors_name=temporary_name,
-            dataset=self.train_dataset,
-            per_device_batch_size=self.config.factor_batch_size,
-            factor_args=factor_args,
-            overwrite_output_dir=True,
-        )
+        try:
+            analyzer.fit_all_factors(
+                factors_name=temporary_name,
+                dataset=self.train_dataset,
+                per_device_batch_size=self.config.factor_batch_size,
+                factor_args=factor_args,
+                overwrite_output_dir=True,
+            )
+        except torch.linalg.LinAlgError as error:
+            shutil.rmtree(self._factors_dir(temporary_name), ignore_errors=True)
+            raise FloatingPointError(
+                f"EK-FAC eigendecomposition failed ({error}); the covariance factors are "
+                "probably non-finite. Check the training loss for NaN, or track fewer modules "
+                "(InfluenceConfig.tracked_modules)."
+            ) from error
         self.timings.factors_seconds = time.perf_counter() - start
         _check_factors_finite(self._factors_dir(temporary_name))
         os.replace(self._factors_dir(temporary_name), final_dir)
