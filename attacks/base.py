@@ -18,7 +18,7 @@ from benchmark.registry import Registry
 
 @dataclass(frozen=True)
 class PoisonRecord:
-    """What an attack did to one training example.
+    """Record of the change an attack made to one training example.
 
     ``method`` is "entity" when a named entity was replaced by the trigger, "insertion"
     when the trigger was inserted at a word boundary, "selection" when the text was kept.

@@ -1,4 +1,4 @@
-"""What detectors may ask for, computed lazily and cached for one trained model."""
+"""Inputs of detectors for one trained model, computed lazily and cached."""
 
 from __future__ import annotations
 

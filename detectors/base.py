@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from benchmark.context import DetectionContext
 
 TRACKS = ("blind", "clean-queries", "oracle")
-"""What a detector needs beyond the training set and the trained model.
+"""Detector tracks, named by what a detector needs beyond the training set and the model.
 
 ``blind``: nothing more. ``clean-queries``: clean held-out queries (and their transforms), the
 setting of arXiv 2504.09026. ``oracle``: knowledge of the trigger, an upper bound that is

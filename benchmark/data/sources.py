@@ -1,4 +1,4 @@
-"""Where the benchmark's data sets come from: a local folder first, the hub second."""
+"""Data set sources: a local folder first, the Hugging Face hub second."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ class TrainingConfig:
 
 @dataclass
 class TrainingHistory:
-    """What fine-tuning recorded.
+    """Record of one fine-tuning run.
 
     ``epoch_losses`` has shape (epochs, n_train): the cross-entropy of each training example
     in the minibatch step that used it, before that step's update.

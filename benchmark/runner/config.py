@@ -44,7 +44,7 @@ RECOVERY_DETECTORS = ("transform-variance", "transform-voting", "single-prefix-n
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data set, where it is, and how much of it to use."""
+    """Data set name, folder and the number of examples to use."""
 
     dataset: str = "sst2"
     data_dir: str | None = None
