@@ -3,56 +3,18 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from benchmark.models.batching import PaddingCollator, TokenizedDataset, format_instruction
 from benchmark.models.spec import resolve_model_path
+from benchmark.models.training import TrainingConfig, TrainingHistory, fine_tune
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Fine-tuning hyperparameters. ``max_length`` counts tokens of the formatted input."""
-
-    epochs: int = 3
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_length: int = 64
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.max_length < 8:
-            raise ValueError(f"max_length must be at least 8 tokens, got {self.max_length}")
-
-
-@dataclass
-class TrainingHistory:
-    """Record of one fine-tuning run.
-
-    ``epoch_losses`` has shape (epochs, n_train): the cross-entropy of each training example
-    in the minibatch step that used it, before that step's update.
-    """
-
-    epoch_losses: np.ndarray
-    seconds: float
-    mean_loss_per_epoch: list[float] = field(default_factory=list)
 
 
 class EncoderClassifier:
@@ -105,63 +67,28 @@ class EncoderClassifier:
         inputs = {key: value for key, value in batch.items() if key != "labels"}
         return self.model(**inputs).logits
 
+    def batch_losses(
+        self, batch: dict[str, torch.Tensor], model: torch.nn.Module | None = None
+    ) -> torch.Tensor:
+        """Return each example's cross-entropy, shape (batch,), computed by ``model``.
+
+        ``model`` None means this victim's model; training passes its DDP wrapper instead
+        under a multi-process launch.
+        """
+        model = self.model if model is None else model
+        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        return F.cross_entropy(model(**inputs).logits, batch["labels"], reduction="none")
+
     # -- training -------------------------------------------------------------------------
     def fit(
         self, texts: Sequence[str], labels: Sequence[int], config: TrainingConfig
     ) -> TrainingHistory:
-        """Fine-tune all weights with AdamW and a linear warm-up/decay schedule."""
-        from transformers import get_linear_schedule_with_warmup
+        """Fine-tune all weights with AdamW and a linear warm-up/decay schedule.
 
-        torch.manual_seed(config.seed)
+        Runs under ``accelerate launch`` too; see :mod:`benchmark.models.training`.
+        """
         dataset = self.make_dataset(texts, labels)
-        generator = torch.Generator().manual_seed(config.seed)
-        indices = torch.arange(len(dataset))
-        loader = DataLoader(
-            list(zip(indices.tolist(), range(len(dataset)))),
-            batch_size=config.batch_size,
-            shuffle=True,
-            generator=generator,
-        )
-        collate = self.collator()
-        optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-        )
-        total_steps = config.epochs * len(loader)
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(config.warmup_ratio * total_steps), total_steps
-        )
-
-        epoch_losses = np.zeros((config.epochs, len(dataset)), dtype=np.float32)
-        start = time.perf_counter()
-        self.model.train()
-        progress = tqdm(total=total_steps, desc="fine-tuning", unit="step", leave=False)
-        for epoch in range(config.epochs):
-            for batch_indices, _ in loader:
-                batch = collate([dataset[int(i)] for i in batch_indices])
-                logits = self.forward_logits(batch)
-                losses = F.cross_entropy(logits, batch["labels"], reduction="none")
-                epoch_losses[epoch, batch_indices.numpy()] = losses.detach().numpy()
-                optimizer.zero_grad(set_to_none=True)
-                losses.mean().backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                progress.update(1)
-            logger.info(
-                "epoch %d/%d: mean training loss %.4f",
-                epoch + 1,
-                config.epochs,
-                float(epoch_losses[epoch].mean()),
-            )
-        progress.close()
-        self.model.eval()
-        seconds = time.perf_counter() - start
-        logger.info("Fine-tuned on %d examples in %.1f s", len(dataset), seconds)
-        return TrainingHistory(
-            epoch_losses=epoch_losses,
-            seconds=seconds,
-            mean_loss_per_epoch=[float(row.mean()) for row in epoch_losses],
-        )
+        return fine_tune(self.model, dataset, self.collator(), self.batch_losses, config)
 
     # -- inference ------------------------------------------------------------------------
     @torch.no_grad()

@@ -8,28 +8,21 @@ Training minimises the cross-entropy of the answer tokens only. Prediction score
 verbalizer by the log-likelihood of its tokens and the EOS token after the prompt, and
 takes a softmax over the verbalizers.
 
-Training runs in one process on one device: the model moves to CUDA when it is available
-and stays on the CPU otherwise.
-
-NOTE: there is no multi-GPU support. Running under ``accelerate launch`` would need the
-model, optimizer and data loader passed through ``Accelerator.prepare``, the per-example
-losses of ``epoch_losses`` gathered from every process together with their example
-indices, ``state_dict`` taken from the unwrapped model on the main process only, and
-kronfluence's own distributed set-up for influence.
+In a plain process the model moves to CUDA when it is available and stays on the CPU
+otherwise. Under a multi-process launch (``accelerate launch``) each process uses the device
+that accelerate assigns it, and :func:`benchmark.models.training.fine_tune` trains with DDP.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from benchmark.influence.generative import (
     CROSS_ATTENTION_ENCODER_INPUT_PATTERN,
@@ -41,8 +34,14 @@ from benchmark.influence.generative import (
     build_seq2seq_example,
     linear_module_names,
 )
-from benchmark.models.encoder import TrainingConfig, TrainingHistory
 from benchmark.models.spec import resolve_model_path
+from benchmark.models.training import (
+    TrainingConfig,
+    TrainingHistory,
+    distributed_device,
+    fine_tune,
+    launched_processes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +188,10 @@ class _GenerativeClassifier:
         self.template = template
         self.verbalizers = verbalizers
         self.lora = lora
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if launched_processes() > 1:
+            self.device = distributed_device()
+        else:
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
         path = resolve_model_path(model_spec)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -240,8 +242,14 @@ class _GenerativeClassifier:
     def _build_example(self, prompt: str, answer: str) -> dict[str, list[int]]:
         raise NotImplementedError
 
-    def answer_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Return each example's cross-entropy summed over its answer tokens, shape (batch,)."""
+    def answer_losses(
+        self, batch: dict[str, torch.Tensor], model: torch.nn.Module | None = None
+    ) -> torch.Tensor:
+        """Return each example's cross-entropy summed over its answer tokens, shape (batch,).
+
+        ``model`` None means this victim's model; training passes its DDP wrapper instead
+        under a multi-process launch.
+        """
         raise NotImplementedError
 
     def _prompt_representations(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -361,6 +369,12 @@ class _GenerativeClassifier:
         return {key: value.to(self.device) for key, value in batch.items()}
 
     # -- training -------------------------------------------------------------------------
+    def batch_losses(
+        self, batch: dict[str, torch.Tensor], model: torch.nn.Module | None = None
+    ) -> torch.Tensor:
+        """Move ``batch`` to this victim's device and return :meth:`answer_losses` of it."""
+        return self.answer_losses(self._to_device(batch), model)
+
     def fit(
         self, texts: Sequence[str], labels: Sequence[int], config: TrainingConfig
     ) -> TrainingHistory:
@@ -368,55 +382,10 @@ class _GenerativeClassifier:
 
         Without LoRA every weight trains; with LoRA only the adapter weights do. The batch
         loss is the mean over examples of each example's summed answer-token cross-entropy.
+        Runs under ``accelerate launch`` too; see :mod:`benchmark.models.training`.
         """
-        from transformers import get_linear_schedule_with_warmup
-
-        torch.manual_seed(config.seed)
         dataset = self.make_dataset(texts, labels)
-        generator = torch.Generator().manual_seed(config.seed)
-        loader = DataLoader(
-            range(len(dataset)), batch_size=config.batch_size, shuffle=True, generator=generator
-        )
-        collate = self.collator()
-        parameters = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            parameters, lr=config.learning_rate, weight_decay=config.weight_decay
-        )
-        total_steps = config.epochs * len(loader)
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(config.warmup_ratio * total_steps), total_steps
-        )
-
-        epoch_losses = np.zeros((config.epochs, len(dataset)), dtype=np.float32)
-        start = time.perf_counter()
-        self.model.train()
-        progress = tqdm(total=total_steps, desc="fine-tuning", unit="step", leave=False)
-        for epoch in range(config.epochs):
-            for batch_indices in loader:
-                batch = self._to_device(collate([dataset[int(i)] for i in batch_indices]))
-                losses = self.answer_losses(batch)
-                epoch_losses[epoch, batch_indices.numpy()] = losses.detach().cpu().numpy()
-                optimizer.zero_grad(set_to_none=True)
-                losses.mean().backward()
-                torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-                optimizer.step()
-                scheduler.step()
-                progress.update(1)
-            logger.info(
-                "epoch %d/%d: mean training loss %.4f",
-                epoch + 1,
-                config.epochs,
-                float(epoch_losses[epoch].mean()),
-            )
-        progress.close()
-        self.model.eval()
-        seconds = time.perf_counter() - start
-        logger.info("Fine-tuned on %d examples in %.1f s", len(dataset), seconds)
-        return TrainingHistory(
-            epoch_losses=epoch_losses,
-            seconds=seconds,
-            mean_loss_per_epoch=[float(row.mean()) for row in epoch_losses],
-        )
+        return fine_tune(self.model, dataset, self.collator(), self.batch_losses, config)
 
     # -- inference ------------------------------------------------------------------------
     @torch.no_grad()
@@ -515,7 +484,6 @@ class CausalLMClassifier(_GenerativeClassifier):
     ``ATTENTION_PROJECTIONS``) or to ``lora_target_modules``, and only they train.
 
     Representations are the last layer's hidden state at the last prompt token.
-    Training runs on one device; see the module docstring for multi-GPU.
     """
 
     family = "causal"
@@ -545,16 +513,19 @@ class CausalLMClassifier(_GenerativeClassifier):
     def _build_example(self, prompt: str, answer: str) -> dict[str, list[int]]:
         return build_causal_lm_example(self.tokenizer, prompt, answer, self.max_length)
 
-    def answer_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def answer_losses(
+        self, batch: dict[str, torch.Tensor], model: torch.nn.Module | None = None
+    ) -> torch.Tensor:
+        model = self.model if model is None else model
         # The logits at position t predict the token at t + 1.
         labels = batch["labels"][:, 1:]
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if self._accepts_logits_to_keep:
             # Only the positions that predict some row's answer need the output embedding.
             positions = torch.nonzero((labels != IGNORE_INDEX).any(dim=0)).flatten()
-            logits = self.model(**inputs, logits_to_keep=positions).logits
+            logits = model(**inputs, logits_to_keep=positions).logits
             return summed_answer_losses(logits, labels[:, positions])
-        logits = self.model(**inputs).logits[:, :-1]
+        logits = model(**inputs).logits[:, :-1]
         return summed_answer_losses(logits, labels)
 
     def _prompt_representations(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -594,7 +565,6 @@ class Seq2SeqClassifier(_GenerativeClassifier):
     attention block, cross-attention included, unless ``lora_target_modules`` names others.
 
     Representations are the encoder's last hidden states, mean-pooled over the prompt.
-    Training runs on one device; see the module docstring for multi-GPU.
     """
 
     family = "seq2seq"
@@ -617,10 +587,14 @@ class Seq2SeqClassifier(_GenerativeClassifier):
     def _build_example(self, prompt: str, answer: str) -> dict[str, list[int]]:
         return build_seq2seq_example(self.tokenizer, prompt, answer, self.max_length)
 
-    def answer_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def answer_losses(
+        self, batch: dict[str, torch.Tensor], model: torch.nn.Module | None = None
+    ) -> torch.Tensor:
+        model = self.model if model is None else model
         labels = batch["labels"]
+        # A DDP wrapper has no helper methods, so the decoder inputs come from the model.
         decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = self.model(
+        logits = model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             decoder_input_ids=decoder_input_ids,
