@@ -327,7 +327,7 @@ def test_family_from_config_cases():
 
 def test_factory_rejects_bad_arguments(sst2):
     train = sst2[0]
-    with pytest.raises(ValueError, match="apply to causal and seq2seq victims only"):
+    with pytest.raises(ValueError, match="takes no options, but got lora=True"):
         build_victim("tiny-bert", 2, train.definition, train.label_names, lora=True)
     with pytest.raises(ValueError, match="unknown victim family 'rnn'"):
         build_victim("tiny-bert", 2, train.definition, train.label_names, family="rnn")

@@ -1,16 +1,22 @@
 """Build the victim that fits a model spec: encoder classifier, causal LM or seq2seq LM.
 
-Every victim trains in plain PyTorch on one device (CUDA when available for the generative
-victims). NOTE: nothing here launches multi-GPU training, and ``accelerate launch`` is not
-supported. :mod:`benchmark.models.generative` lists what that support would need.
+In a plain process every victim trains in PyTorch on one device (CUDA when available for
+the generative victims). Under ``accelerate launch`` with several processes they train with
+DDP through accelerate; see :mod:`benchmark.models.training`.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from typing import Any
 
 from benchmark.models.encoder import EncoderClassifier
-from benchmark.models.generative import CausalLMClassifier, Seq2SeqClassifier
+from benchmark.models.generative import (
+    CausalLMClassifier,
+    Seq2SeqClassifier,
+    _GenerativeClassifier,
+)
 from benchmark.models.spec import resolve_model_path
 
 FAMILIES = ("encoder", "causal", "seq2seq")
@@ -80,6 +86,22 @@ def detect_family(spec: str) -> str:
     return family_from_config(AutoConfig.from_pretrained(resolve_model_path(spec)))
 
 
+def changed_generative_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Return the ``options`` that differ from the generative victims' defaults.
+
+    Names that the generative victims do not take count as changed.
+    """
+    parameters = inspect.signature(_GenerativeClassifier.__init__).parameters
+    return {
+        name: value
+        for name, value in options.items()
+        if name not in parameters
+        or parameters[name].kind is not inspect.Parameter.KEYWORD_ONLY
+        or parameters[name].default is inspect.Parameter.empty
+        or value != parameters[name].default
+    }
+
+
 def build_victim(
     spec: str,
     n_labels: int,
@@ -96,14 +118,15 @@ def build_victim(
     folder or a hub id: ``google/t5-small-lm-adapt`` and any causal-LM id work, but need
     network access the first time. ``options`` go to the generative victims (``template``,
     ``verbalizers``, ``lora``, ``lora_rank``, ``lora_alpha``, ``lora_dropout``,
-    ``lora_target_modules``); encoder victims take none.
+    ``lora_target_modules``). Encoder victims take none, but accept options that equal the
+    generative victims' defaults, so one set of options serves every family.
 
     Returns an :class:`EncoderClassifier`, :class:`CausalLMClassifier` or
     :class:`Seq2SeqClassifier`.
 
     Raises:
         ValueError: on an unknown family, a label-name count other than ``n_labels``, or
-            options passed to an encoder victim.
+            options other than the defaults passed to an encoder victim.
     """
     if len(label_names) != n_labels:
         raise ValueError(
@@ -115,10 +138,12 @@ def build_victim(
         raise ValueError(f"unknown victim family {family!r}; choose one of {FAMILIES}")
 
     if family == "encoder":
-        if options:
+        changed = changed_generative_options(options)
+        if changed:
+            listed = ", ".join(f"{name}={value!r}" for name, value in changed.items())
             raise ValueError(
-                f"options {sorted(options)} apply to causal and seq2seq victims only; "
-                f"model {spec!r} is an encoder victim, which takes none"
+                f"model {spec!r} is an encoder victim, which takes no options, but got "
+                f"{listed}; remove them or choose a causal or seq2seq model"
             )
         return EncoderClassifier(spec, n_labels, definition, max_length=max_length, seed=seed)
 

@@ -10,7 +10,7 @@ from typing import Any
 from benchmark.config_io import from_mapping, load_yaml
 from benchmark.errors import InputError
 from benchmark.influence import InfluenceConfig
-from benchmark.models import TrainingConfig
+from benchmark.models import FAMILIES, PROMPT_TEMPLATES, TrainingConfig
 
 DEFAULT_TRANSFORMS = (
     "prefix_negation",
@@ -40,6 +40,7 @@ DEFAULT_DETECTORS = (
     "oracle-triggered-influence",
 )
 RECOVERY_DETECTORS = ("transform-variance", "transform-voting", "single-prefix-negation", "loss")
+LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,85 @@ class QueryConfig:
 
 
 @dataclass(frozen=True)
+class VictimConfig:
+    """Options of the victim model that ``model`` names.
+
+    ``family`` None detects the family ("encoder", "causal" or "seq2seq") from the preset
+    or the model's ``config.json``. The other fields configure causal and seq2seq victims
+    (see :class:`benchmark.models.CausalLMClassifier`): the prompt ``template``, one
+    ``verbalizers`` answer text per label (None: each label name after a space), and LoRA.
+    ``lora_alpha`` None means twice ``lora_rank``, and ``lora_target_modules`` None picks the
+    attention projections of known model types and peft's "all-linear" otherwise. An
+    encoder victim takes none of these options, so they must keep their defaults there.
+    """
+
+    family: str | None = None
+    template: str = "natural-instructions"
+    verbalizers: tuple[str, ...] | None = None
+    lora: bool = False
+    lora_rank: int = 8
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.0
+    lora_target_modules: tuple[str, ...] | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.family is not None and self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES} or null, got {self.family!r}")
+        if self.template not in PROMPT_TEMPLATES:
+            raise ValueError(f"template must be one of {PROMPT_TEMPLATES}, got {self.template!r}")
+        if self.verbalizers is not None:
+            if len(self.verbalizers) < 2:
+                raise ValueError(
+                    f"verbalizers must list one answer text per label (at least 2), "
+                    f"got {list(self.verbalizers)}"
+                )
+            if any(not verbalizer.strip() for verbalizer in self.verbalizers):
+                raise ValueError(
+                    f"verbalizers must not be empty or blank, got {list(self.verbalizers)}"
+                )
+        if self.lora_rank < 1:
+            raise ValueError(f"lora_rank must be at least 1, got {self.lora_rank}")
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            raise ValueError(f"lora_alpha must be positive or null, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
+        if self.lora_target_modules is not None and len(self.lora_target_modules) == 0:
+            raise ValueError("lora_target_modules must name at least one module, or be null")
+        if not self.lora:
+            set_lora_fields = [name for name in self.changed_fields() if name in LORA_FIELDS]
+            if set_lora_fields:
+                raise ValueError(
+                    f"{', '.join(set_lora_fields)} is set but lora is false; set lora: true "
+                    "or remove the LoRA options"
+                )
+
+    def options(self) -> dict[str, Any]:
+        """Return every field except ``family`` as keyword arguments of ``build_victim``."""
+        values = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+        values.pop("family")
+        return values
+
+    def changed_fields(self) -> list[str]:
+        """Return the names of the fields that differ from their defaults."""
+        return [
+            item.name
+            for item in dataclasses.fields(self)
+            if getattr(self, item.name) != item.default
+        ]
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
-    """One end-to-end run: data, attack, victim, influence, detectors and recovery."""
+    """One end-to-end run: data, attack, victim, influence, detectors and recovery.
+
+    ``model`` is a preset ("minilm", "tiny-bert", "tiny-causal", "tiny-t5"), a local model
+    folder or a hub id, and ``victim`` holds the options of that model's victim.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     model: str = "minilm"
+    victim: VictimConfig = field(default_factory=VictimConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     queries: QueryConfig = field(default_factory=QueryConfig)
     influence: InfluenceConfig = field(default_factory=InfluenceConfig)

@@ -42,7 +42,7 @@ from benchmark.runner.cache import (
     StageCache,
     hash_inputs,
 )
-from benchmark.runner.config import ExperimentConfig
+from benchmark.runner.config import ExperimentConfig, VictimConfig
 from benchmark.runner.pipeline import (
     AttackOutcome,
     ExperimentResult,
@@ -130,17 +130,24 @@ class Experiment:
             },
         )
 
+    def _victim_inputs(self) -> dict[str, Any]:
+        """Return the model, training and victim fields that a trained model depends on.
+
+        The victim section enters only when it differs from the defaults, so models cached
+        before the section existed keep their keys.
+        """
+        inputs: dict[str, Any] = {
+            "model": self.config.model,
+            "training": asdict(self.config.training),
+        }
+        if self.config.victim != VictimConfig():
+            inputs["victim"] = asdict(self.config.victim)
+        return inputs
+
     @cached_property
     def model_key(self) -> str:
         # NOTE: a local model folder is keyed by its path, not its content.
-        return hash_inputs(
-            "model",
-            {
-                "poisoned": self.poisoned_key,
-                "model": self.config.model,
-                "training": asdict(self.config.training),
-            },
-        )
+        return hash_inputs("model", {"poisoned": self.poisoned_key, **self._victim_inputs()})
 
     @cached_property
     def attack_metrics_key(self) -> str:
@@ -194,8 +201,7 @@ class Experiment:
             "recovery",
             {
                 "poisoned": self.poisoned_key,
-                "model": self.config.model,
-                "training": asdict(self.config.training),
+                **self._victim_inputs(),
                 "removed": mask_digest(flagged),
             },
         )

@@ -18,9 +18,10 @@ import numpy as np
 
 from benchmark import __version__
 from benchmark.data import TextDataset
+from benchmark.errors import InputError
 from benchmark.metrics import attack_success_rate, clean_accuracy
 from benchmark.models import EncoderClassifier
-from benchmark.runner.config import ExperimentConfig
+from benchmark.runner.config import ExperimentConfig, VictimConfig
 
 logger = logging.getLogger(__name__)
 
@@ -108,19 +109,41 @@ def evaluate_attack(
 def build_victim(config: ExperimentConfig, train: TextDataset) -> EncoderClassifier:
     """Build the victim that ``config`` names, untrained, for the labels of ``train``.
 
-    The model family (encoder, causal LM, seq2seq) comes from the preset or the model's
-    config; generative victims use their default prompt template and verbalizers.
+    The model family (encoder, causal LM, seq2seq) is ``config.victim.family`` or comes
+    from the preset or the model's config. ``config.victim`` sets the prompt template,
+    verbalizers and LoRA of generative victims.
+
+    Raises:
+        InputError: when the victim options do not fit the model, for example LoRA on an
+            encoder victim or a verbalizer count other than the number of labels.
     """
     from benchmark.models.factory import build_victim as build_from_spec
 
-    return build_from_spec(
-        config.model,
-        len(train.label_names),
-        train.definition,
-        train.label_names,
-        max_length=config.training.max_length,
-        seed=config.training.seed,
-    )
+    try:
+        return build_from_spec(
+            config.model,
+            len(train.label_names),
+            train.definition,
+            train.label_names,
+            max_length=config.training.max_length,
+            seed=config.training.seed,
+            family=config.victim.family,
+            **config.victim.options(),
+        )
+    except InputError:
+        raise
+    except ValueError as error:
+        raise InputError(
+            f"model {config.model!r} with the victim options "
+            f"{_describe_victim(config.victim)}: {error}"
+        ) from None
+
+
+def _describe_victim(victim: VictimConfig) -> str:
+    changed = victim.changed_fields()
+    if not changed:
+        return "(all defaults)"
+    return ", ".join(f"victim.{name}={getattr(victim, name)!r}" for name in changed)
 
 
 def train_victim(config: ExperimentConfig, train: TextDataset) -> tuple[EncoderClassifier, Any]:
