@@ -1,4 +1,5 @@
-"""The ``poisonbench`` command line: run experiments, scan data and list components."""
+"""The ``poisonbench`` command line: run experiments and sweeps, scan data, rank detectors,
+reproduce the paper and list components."""
 
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_scan_parser(commands)
     _add_sweep_parsers(commands)
+    _add_leaderboard_parsers(commands)
 
     listing = commands.add_parser("list", help="list registered attacks, detectors or transforms")
     listing.add_argument("kind", choices=["attacks", "detectors", "transforms"])
@@ -99,6 +101,12 @@ def _add_sweep_parsers(commands) -> None:
     from benchmark.runner.sweep_cli import add_sweep_commands
 
     add_sweep_commands(commands)
+
+
+def _add_leaderboard_parsers(commands) -> None:
+    from leaderboard.cli import add_leaderboard_commands
+
+    add_leaderboard_commands(commands)
 
 
 def _add_scan_parser(commands) -> None:
@@ -338,6 +346,14 @@ def main(argv: list[str] | None = None) -> int:
             from benchmark.runner.sweep_cli import run_sweep_command
 
             return run_sweep_command(args, _default_cache_dir())
+        if args.command == "leaderboard":
+            from leaderboard.cli import run_leaderboard_command
+
+            return run_leaderboard_command(args, _default_cache_dir())
+        if args.command == "reproduce":
+            from leaderboard.cli import run_reproduce_command
+
+            return run_reproduce_command(args, _default_cache_dir())
         return _list(args.kind)
     except InputError as error:
         print(f"poisonbench: error: {error}", file=sys.stderr)

@@ -129,3 +129,75 @@ def get_detector(name: str, **params) -> Detector:
     import detectors  # noqa: F401
 
     return DETECTORS.get(name)(**params)
+
+
+BUILT_IN_PACKAGES = ("detectors", "baselines")
+
+
+def register_detector_spec(spec: str) -> str:
+    """Register the detector class named by ``spec`` and return its registry name.
+
+    ``spec`` is ``module.path:ClassName``, optionally preceded by ``NAME=`` to choose the
+    name (the default name is ``spec`` itself), or the name of a detector that is already
+    registered (built in, or added through the ``poisonbench.detectors`` entry point).
+    Importing the module runs its code: only name modules you trust.
+
+    Raises:
+        InputError: if the module cannot be imported, lacks the class, or the class is not
+            a :class:`Detector` with a valid ``track``.
+    """
+    import importlib
+
+    from benchmark.errors import InputError
+
+    name, _, target = spec.rpartition("=")
+    if ":" not in target:
+        if target in DETECTORS:
+            return target
+        raise InputError(
+            f"detector {spec!r}: not a registered detector and not of the form "
+            "module.path:ClassName; see 'poisonbench list detectors'"
+        )
+    name = name or target
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise InputError(
+            f"detector {spec!r}: cannot import module {module_name!r} ({error}); "
+            "put its folder on PYTHONPATH or install its package"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Detector)):
+        raise InputError(
+            f"detector {spec!r}: {module_name} has no Detector subclass named {class_name!r}"
+        )
+    if getattr(cls, "track", None) not in TRACKS:
+        raise InputError(
+            f"detector {spec!r}: class attribute track must be one of {TRACKS}, "
+            f"got {getattr(cls, 'track', None)!r}"
+        )
+    if name in DETECTORS and DETECTORS.get(name) is not cls:
+        raise InputError(f"detector {spec!r}: the name {name!r} is taken by another detector")
+    DETECTORS.register(name)(cls)
+    return name
+
+
+def detector_code_digest(name: str) -> str | None:
+    """Return a digest of the source of a detector's module, or None for built-in detectors.
+
+    Cache keys of plug-in detectors include it, so editing a plug-in's code invalidates its
+    cached outputs. Built-in detectors change only with poisonbench's own version.
+    """
+    import hashlib
+    import inspect
+    import sys
+
+    cls = DETECTORS.get(name)
+    if cls.__module__.split(".")[0] in BUILT_IN_PACKAGES:
+        return None
+    try:
+        source = inspect.getsource(sys.modules[cls.__module__])
+    except (OSError, TypeError, KeyError):
+        return None
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()

@@ -224,7 +224,9 @@ def _run_cell(cell: Cell, cache_dir: str | Path, output_dir: str | Path) -> Cell
     return CellOutcome(cell.index, cell.name, str(path), len(rows), seconds, counts)
 
 
-def _initialise_worker(log_level: int, torch_threads: int) -> None:
+def _initialise_worker(
+    log_level: int, torch_threads: int, detector_specs: tuple[str, ...] = ()
+) -> None:
     logging.basicConfig(
         level=log_level,
         format="%(asctime)s %(levelname)s %(name)s [%(processName)s]: %(message)s",
@@ -232,7 +234,11 @@ def _initialise_worker(log_level: int, torch_threads: int) -> None:
     )
     import torch
 
+    from detectors.base import register_detector_spec
+
     torch.set_num_threads(torch_threads)
+    for spec in detector_specs:  # plug-in detectors registered in the parent process
+        register_detector_spec(spec)
 
 
 def run_cells(
@@ -241,10 +247,13 @@ def run_cells(
     output_dir: str | Path,
     jobs: int = 1,
     progress: bool = True,
+    detector_specs: tuple[str, ...] = (),
 ) -> SweepSummary:
     """Run ``cells``; with ``jobs`` > 1 in that many spawned worker processes.
 
     A cell that raises is logged with its index and counted as failed; the others go on.
+    ``detector_specs`` (see :func:`detectors.base.register_detector_spec`) are registered
+    again in every worker process, which starts with the built-in detectors only.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
@@ -277,7 +286,7 @@ def run_cells(
                 max_workers=min(jobs, max(1, len(cells))),
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_initialise_worker,
-                initargs=(logging.getLogger().getEffectiveLevel(), threads),
+                initargs=(logging.getLogger().getEffectiveLevel(), threads, detector_specs),
             ) as pool:
                 futures = {
                     pool.submit(run_cell, cell, cache_dir, output_dir): cell for cell in cells
@@ -330,6 +339,7 @@ def run_sweep(
     jobs: int = 1,
     progress: bool = True,
     run: bool = True,
+    detector_specs: tuple[str, ...] = (),
 ) -> SweepSummary:
     """Run every cell (unless ``run`` is False), merge the rows, write tables and plots."""
     from benchmark.runner.aggregate import write_tables
@@ -337,7 +347,9 @@ def run_sweep(
 
     output_dir = Path(output_dir)
     if run:
-        summary = run_cells(list(sweep.cells), cache_dir, output_dir, jobs, progress)
+        summary = run_cells(
+            list(sweep.cells), cache_dir, output_dir, jobs, progress, detector_specs
+        )
     else:
         summary = SweepSummary(n_cells=len(sweep.cells))
 

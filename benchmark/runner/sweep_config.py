@@ -36,7 +36,9 @@ from benchmark.runner.config import ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
-SECTIONS = ("axes", "base")
+SECTIONS = ("axes", "base", "suite")
+"""Top-level sections. ``suite`` names a leaderboard suite (:mod:`leaderboard.suite`
+validates it); sweeps ignore it, so a suite file also runs as a sweep."""
 
 AXIS_OF_FIELD = {
     "data.dataset": "datasets",
@@ -200,11 +202,22 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     transform categories) are checked here, before any stage runs.
     """
     path = Path(path)
-    raw = load_yaml(path)
-    where = f"{path} (with flags)" if overrides else str(path)
+    return sweep_from_mapping(load_yaml(path), path.stem, str(path), overrides)
+
+
+def sweep_from_mapping(
+    raw: dict[str, Any], name: str, source: str, overrides: dict[str, Any] | None = None
+) -> Sweep:
+    """Validate the sections ``base`` and ``axes`` of a parsed sweep file and list its cells.
+
+    ``source`` names the file in errors. A ``suite`` section is ignored here.
+    """
+    raw = copy.deepcopy(raw)
+    where = f"{source} (with flags)" if overrides else source
     if overrides:
         apply_overrides(raw, overrides, where)
 
+    raw.pop("suite", None)
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]}; allowed keys: {', '.join(SECTIONS)}")
@@ -224,7 +237,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     _check_component_names(resolved, axes, where)
     _check_holdout(resolved.holdout, resolved.detectors, where)
     cells = _build_cells(resolved, base_raw, where)
-    return Sweep(path.stem, str(path), base, resolved, cells)
+    return Sweep(name, source, base, resolved, cells)
 
 
 def _validate_transform_sets(
