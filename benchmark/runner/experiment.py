@@ -59,7 +59,7 @@ from benchmark.runner.queries import (
     build_triggered_query_set,
     sample_balanced,
 )
-from detectors.base import DetectionResult, get_detector
+from detectors.base import DetectionResult, detector_code_digest, get_detector
 from detectors.transform_ensemble import TransformVarianceDetector, TransformVotingDetector
 
 logger = logging.getLogger(__name__)
@@ -182,19 +182,20 @@ class Experiment:
             visible = list(self.clean_set_names())
         if track == "oracle":
             visible.append(TRIGGERED)
-        return hash_inputs(
-            "detection",
-            {
-                "model": self.model_key,
-                "detector": name,
-                "seed": self.config.seed,
-                "influence": [self.influence_key(set_name) for set_name in visible],
-                "held_out_category": held_out_category,
-                "transforms": None
-                if held_out_category is None
-                else list(self.kept_transforms(held_out_category)),
-            },
-        )
+        inputs = {
+            "model": self.model_key,
+            "detector": name,
+            "seed": self.config.seed,
+            "influence": [self.influence_key(set_name) for set_name in visible],
+            "held_out_category": held_out_category,
+            "transforms": None
+            if held_out_category is None
+            else list(self.kept_transforms(held_out_category)),
+        }
+        code = detector_code_digest(name)
+        if code is not None:  # plug-in detectors only; built-in keys stay as they were
+            inputs["code"] = code
+        return hash_inputs("detection", inputs)
 
     def recovery_key(self, flagged: np.ndarray) -> str:
         return hash_inputs(
