@@ -14,6 +14,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from benchmark.atomic import write_text_atomic
+from benchmark.runner.aggregate import format_mean_std
 from leaderboard.ranking import METRICS, ORACLE_GROUP, RANKED_GROUP, Leaderboard
 
 MARKDOWN_FILE = "LEADERBOARD.md"
@@ -31,14 +32,6 @@ HEADERS = ["rank (F1)", "rank (AUROC)", "detector", "track", "source", "F1", "AU
 HEADERS += ["precision", "recall", "scenarios"]
 
 
-def _mean_std(mean: float, std: float) -> str:
-    if mean is None or math.isnan(mean):
-        return "n/a"
-    if std is None or math.isnan(std):
-        return f"{mean:.3f}"
-    return f"{mean:.3f} ± {std:.3f}"
-
-
 def _cells(row: pd.Series) -> list[str]:
     return [
         str(row["rank_f1"]),
@@ -46,10 +39,10 @@ def _cells(row: pd.Series) -> list[str]:
         row["detector"],
         row["track"],
         row["source"],
-        _mean_std(row["mean_f1"], row["std_f1"]),
-        _mean_std(row["mean_auroc"], row["std_auroc"]),
-        _mean_std(row["mean_precision"], row["std_precision"]),
-        _mean_std(row["mean_recall"], row["std_recall"]),
+        format_mean_std(row["mean_f1"], row["std_f1"]),
+        format_mean_std(row["mean_auroc"], row["std_auroc"]),
+        format_mean_std(row["mean_precision"], row["std_precision"]),
+        format_mean_std(row["mean_recall"], row["std_recall"]),
         str(row["n_scenarios"]),
     ]
 
