@@ -340,10 +340,56 @@ def test_skip_bad_rows_completes(tmp_path, sst2_sample):
     assert f"{data_file}:7: invalid label '<b>x</b>'" in report
     assert "60 examples scanned, 2 malformed rows skipped" in report
     assert "4 examples drawn from the scanned file" in report
+    assert "Victim `tiny-bert` (encoder family) fine-tuned for 1 epochs" in report
     assert len(pd.read_csv(output_dir / "scan.csv")) == 60
     page = (output_dir / "report.html").read_text(encoding="utf-8")
     assert "&#x27;&lt;b&gt;x&lt;/b&gt;&#x27;" in page
     assert "<b>x</b>" not in page
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny-causal", "tiny-t5"])
+def test_generative_victim_scan(tmp_path, sst2_sample, model):
+    """A scan with a causal or seq2seq victim: blind detectors and an influence detector."""
+    data_file = tmp_path / "small.tsv"
+    examples = sst2_sample.with_examples(sst2_sample.examples[:40])
+    write_tsv(data_file, examples)
+    output_dir = tmp_path / "out"
+
+    code, _, err = run_scan_cli(
+        [
+            "scan",
+            str(data_file),
+            "--model",
+            model,
+            "--detectors",
+            "loss,spectral-signature,transform-variance",
+            "--n-queries",
+            "4",
+            "--epochs",
+            "1",
+            "--max-length",
+            "48",
+            "--learning-rate",
+            "5e-3",
+            "--output-dir",
+            str(output_dir),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+
+    assert code == 0, err
+    frame = pd.read_csv(output_dir / "scan.csv")
+    assert len(frame) == 40
+    assert list(frame["text"]) == examples.texts
+    for name in ("loss", "spectral-signature", "transform-variance"):
+        scores = frame[f"{name}_score"].to_numpy()
+        assert np.all(np.isfinite(scores)), name
+        assert np.unique(scores).size > 1, name
+    report = (output_dir / "report.md").read_text(encoding="utf-8")
+    family = "causal" if model == "tiny-causal" else "seq2seq"
+    assert f"Victim `{model}` ({family} family) fine-tuned for 1 epochs" in report
 
 
 # -- formats ----------------------------------------------------------------------------------

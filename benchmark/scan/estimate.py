@@ -68,10 +68,8 @@ def measure_step_seconds(victim, texts: Sequence[str], labels: Sequence[int]) ->
 
     A warm-up pass on two examples runs first, because the first call of a model is slow.
     Gradients are discarded and no weights change. The pass consumes random numbers for
-    dropout, which does not matter because ``EncoderClassifier.fit`` reseeds torch.
+    dropout, which does not matter because every victim's ``fit`` reseeds torch.
     """
-    import torch.nn.functional as F
-
     model = victim.model
     collate = victim.collator()
     dataset = victim.make_dataset(texts, labels)
@@ -81,8 +79,7 @@ def measure_step_seconds(victim, texts: Sequence[str], labels: Sequence[int]) ->
         for size in (min(2, len(dataset)), len(dataset)):
             batch = collate([dataset[i] for i in range(size)])
             start = time.perf_counter()
-            logits = victim.forward_logits(batch)
-            F.cross_entropy(logits, batch["labels"]).backward()
+            victim.batch_losses(batch).mean().backward()
             timed = time.perf_counter() - start
             model.zero_grad(set_to_none=True)
     finally:

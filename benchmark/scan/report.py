@@ -141,7 +141,8 @@ def _run_paragraphs(result: ScanResult) -> list[str]:
         f"{name} {format_duration(seconds)}" for name, seconds in result.stage_seconds.items()
     )
     return [
-        f"Victim `{options.model}` fine-tuned for {options.epochs} epochs (max length "
+        f"Victim `{options.model}` ({result.victim_family} family) fine-tuned for "
+        f"{options.epochs} epochs (max length "
         f"{options.max_length} tokens, learning rate {options.learning_rate:g}, seed "
         f"{options.seed}); mean training loss per epoch: {losses}.",
         f"Run time {format_duration(result.total_seconds)} ({stages}). Before fine-tuning, "

@@ -19,7 +19,7 @@ from benchmark.data import TextDataset
 from benchmark.data.formats import LoadedData, load_examples
 from benchmark.errors import InputError
 from benchmark.influence import InfluenceConfig, InfluenceEngine
-from benchmark.models import EncoderClassifier, TrainingConfig
+from benchmark.models import EncoderClassifier, TrainingConfig, build_victim
 from benchmark.runner.config import DEFAULT_TRANSFORMS
 from benchmark.runner.pipeline import StageTimer
 from benchmark.runner.queries import build_clean_query_sets, sample_balanced
@@ -62,6 +62,7 @@ class ScanResult:
     phrases: list[Phrase]
     estimate: RunTimeEstimate
     mean_loss_per_epoch: list[float]
+    victim_family: str
     stage_seconds: dict[str, float] = field(default_factory=dict)
     total_seconds: float = 0.0
 
@@ -169,6 +170,7 @@ def run_scan(options: ScanOptions) -> ScanResult:
         phrases=phrases,
         estimate=estimate,
         mean_loss_per_epoch=history.mean_loss_per_epoch,
+        victim_family=victim.family,
         stage_seconds=timer.seconds,
         total_seconds=total,
     )
@@ -177,14 +179,24 @@ def run_scan(options: ScanOptions) -> ScanResult:
 def _set_up_victim(
     options: ScanOptions, train: TextDataset, training: TrainingConfig
 ) -> tuple[EncoderClassifier, float]:
-    """Build the victim and time one training step, in seconds per example."""
-    victim = EncoderClassifier(
-        options.model,
-        len(train.label_names),
-        train.definition,
-        max_length=training.max_length,
-        seed=training.seed,
-    )
+    """Build the victim and time one training step, in seconds per example.
+
+    The model family comes from the preset or the model's config. Causal and seq2seq
+    victims use the Natural-Instructions prompt and the label names as verbalizers.
+    """
+    try:
+        victim = build_victim(
+            options.model,
+            len(train.label_names),
+            train.definition,
+            train.label_names,
+            max_length=training.max_length,
+            seed=training.seed,
+        )
+    except InputError:
+        raise
+    except ValueError as error:
+        raise InputError(f"--model {options.model}: {error}") from None
     _warn_long_definition(victim, train.definition)
     calibration = slice(0, min(CALIBRATION_BATCH, len(train)))
     seconds_per_example = measure_step_seconds(
