@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from benchmark.data import load_sst2
+from benchmark.influence import InfluenceConfig, InfluenceEngine, QuerySet
 from benchmark.models import TrainingConfig, build_victim
 
 # A training script that every launched process runs. Phase "order" trains with a
@@ -101,6 +102,39 @@ with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
     )
 """
 
+# Trains tiny-bert in every launched process, then fits EK-FAC factors and scores one query
+# set in each process, all sharing one cache folder. Rank 0 saves the trained weights.
+INFLUENCE_SCRIPT = """
+import os, sys
+
+import numpy as np
+import torch
+
+from benchmark.data import load_sst2
+from benchmark.influence import InfluenceConfig, InfluenceEngine, QuerySet
+from benchmark.models import TrainingConfig, build_victim
+
+data_dir, out_dir, cache_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+torch.set_num_threads(1)
+rank = int(os.environ["RANK"])
+train, test = load_sst2(data_dir)
+train, queries = train.sample(12, seed=0), test.sample(4, seed=1)
+victim = build_victim("tiny-bert", 2, train.definition, train.label_names, max_length=40)
+victim.fit(
+    train.texts,
+    train.labels,
+    TrainingConfig(epochs=1, batch_size=3, learning_rate=5e-3, max_length=40, seed=0),
+)
+engine = InfluenceEngine(
+    victim, train.texts, train.labels, InfluenceConfig(factor_batch_size=4), cache_dir
+)
+torch.manual_seed(0)  # the true-Fisher factors sample labels from the model
+scores = engine.score_many([QuerySet("queries", tuple(queries.texts), tuple(queries.labels))])
+np.save(os.path.join(out_dir, f"scores{rank}.npy"), scores["queries"])
+if rank == 0:
+    torch.save(victim.state_dict(), os.path.join(out_dir, "weights.pt"))
+"""
+
 N_DISTRIBUTED_TRAIN = 11  # odd, so accelerate pads the last step with repeated examples
 
 # epoch_losses of a single-process fit on 12 SST-2 examples (sample seed 0), recorded with
@@ -154,9 +188,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _launch_two_processes(spec: str, options: dict, data_dir: Path, out_dir: Path) -> None:
-    script = out_dir / "train_victim.py"
-    script.write_text(TRAINING_SCRIPT)
+def _launch_two_processes(script_text: str, out_dir: Path, *arguments: str) -> None:
+    script = out_dir / "launched.py"
+    script.write_text(script_text)
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     assert accelerate is not None, "accelerate's launcher is not installed next to python"
     command = [
@@ -174,11 +208,7 @@ def _launch_two_processes(spec: str, options: dict, data_dir: Path, out_dir: Pat
         "--main_process_port",
         str(_free_port()),
         str(script),
-        spec,
-        json.dumps(options),
-        str(data_dir),
-        str(N_DISTRIBUTED_TRAIN),
-        str(out_dir),
+        *arguments,
     ]
     environment = {
         **os.environ,
@@ -198,7 +228,15 @@ def _launch_two_processes(spec: str, options: dict, data_dir: Path, out_dir: Pat
     [("tiny-bert", {}), ("tiny-causal", {"template": "alpaca", "lora": True}), ("tiny-t5", {})],
 )
 def test_two_process_fit(spec, options, shared_data, tmp_path):
-    _launch_two_processes(spec, options, shared_data, tmp_path)
+    _launch_two_processes(
+        TRAINING_SCRIPT,
+        tmp_path,
+        spec,
+        json.dumps(options),
+        str(shared_data),
+        str(N_DISTRIBUTED_TRAIN),
+        str(tmp_path),
+    )
 
     infos = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     results = [np.load(tmp_path / f"rank{rank}.npz") for rank in (0, 1)]
@@ -225,3 +263,41 @@ def test_two_process_fit(spec, options, shared_data, tmp_path):
     np.testing.assert_array_equal(results[0]["trained_losses"], results[1]["trained_losses"])
     assert infos[0]["trained"] == infos[1]["trained"]
     assert infos[0]["trained"] != infos[0]["initial"]
+
+
+@pytest.mark.slow
+def test_two_process_influence_matches_single(shared_data, tmp_path):
+    _launch_two_processes(
+        INFLUENCE_SCRIPT, tmp_path, str(shared_data), str(tmp_path), str(tmp_path / "cache")
+    )
+    launched = [np.load(tmp_path / f"scores{rank}.npy") for rank in (0, 1)]
+
+    # The same trained weights, scored in this single process with a fresh cache.
+    train, test = load_sst2(shared_data)
+    train, queries = train.sample(12, seed=0), test.sample(4, seed=1)
+    victim = build_victim("tiny-bert", 2, train.definition, train.label_names, max_length=40)
+    victim.load_state_dict(torch.load(tmp_path / "weights.pt"))
+    engine = InfluenceEngine(
+        victim,
+        train.texts,
+        train.labels,
+        InfluenceConfig(factor_batch_size=4),
+        tmp_path / "single-cache",
+    )
+    query_set = QuerySet("queries", tuple(queries.texts), tuple(queries.labels))
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the launched processes
+    try:
+        torch.manual_seed(0)
+        single = engine.score_many([query_set])["queries"]
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    assert single.shape == (12,)
+    assert np.abs(single).max() > 0
+    for scores in launched:
+        assert scores.shape == (12,)
+        np.testing.assert_allclose(scores, single, rtol=1e-4, atol=1e-6 * np.abs(single).max())
+    # Both processes stored factors under one key; exactly one factor folder remains.
+    factor_folders = sorted((tmp_path / "cache" / "influence").glob("factors_*"))
+    assert [folder.name for folder in factor_folders] == [f"factors_{engine.factors_key}"]

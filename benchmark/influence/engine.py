@@ -159,6 +159,7 @@ class InfluenceEngine:
     def _get_analyzer(self):
         if self._analyzer is not None:
             return self._analyzer
+        _check_launch_supported()
         from kronfluence.analyzer import Analyzer, prepare_model
 
         model = copy.deepcopy(self.victim.model).eval()
@@ -241,7 +242,15 @@ class InfluenceEngine:
             ) from error
         self.timings.factors_seconds = time.perf_counter() - start
         _check_factors_finite(self._factors_dir(temporary_name))
-        os.replace(self._factors_dir(temporary_name), final_dir)
+        try:
+            os.replace(self._factors_dir(temporary_name), final_dir)
+        except OSError:
+            if not final_dir.is_dir():
+                raise
+            # Another process stored factors under the same key first: a parallel run, or
+            # another rank of a CPU launch. Equal keys mean equal factors, so keep those.
+            logger.info("Factors %s were stored by another process; using those", final_dir)
+            shutil.rmtree(self._factors_dir(temporary_name), ignore_errors=True)
         logger.info("Fitted factors in %.1f s", self.timings.factors_seconds)
         self._factors_name = self.factors_key
         return self._factors_name
@@ -328,6 +337,27 @@ class InfluenceEngine:
             )
             for query_set in query_sets
         }
+
+
+def _check_launch_supported() -> None:
+    """Raise when a multi-process launch would make kronfluence 1.0.1 run distributed.
+
+    kronfluence's ``State`` goes distributed only when ``LOCAL_RANK`` is set and CUDA is
+    available. Without CUDA, as in a CPU launch, every process computes the full factors
+    and scores on its own, which gives the single-process result in each process.
+    """
+    from benchmark.models.training import launched_processes
+
+    if launched_processes() > 1 and torch.cuda.is_available():
+        # NOTE: distributed influence on GPUs is not implemented. It needs factor and score
+        # names that every rank shares (they contain the process id here), and the rename of
+        # finished factors on the main process only. benchmark.influence.one_pass also needs
+        # a distributed sampler, because kronfluence's trackers all-reduce the summed query
+        # gradients, and each rank there sees every query.
+        raise RuntimeError(
+            "influence under a multi-process GPU launch is not supported; compute it in a "
+            "single process, without accelerate launch, or launch on the CPU"
+        )
 
 
 def _mean_scores(name: str, summed: torch.Tensor, n_queries: int) -> np.ndarray:
