@@ -131,13 +131,14 @@ def fine_tune(
         trained, optimizer, loader, scheduler = accelerator.prepare(
             model, optimizer, loader, scheduler
         )
+    is_main = accelerator is None or accelerator.is_main_process
+    if accelerator is not None and is_main:
         logger.info(
             "Fine-tuning in %d processes (%s), %d examples per process and step",
             accelerator.num_processes,
             accelerator.distributed_type,
             config.batch_size,
         )
-    is_main = accelerator is None or accelerator.is_main_process
 
     epoch_losses = np.zeros((config.epochs, len(dataset)), dtype=np.float32)
     start = time.perf_counter()
