@@ -122,3 +122,26 @@ def test_failed_eigendecomposition_is_clear(trained, tmp_path, monkeypatch):
     with pytest.raises(FloatingPointError, match="eigendecomposition failed"):
         engine.fit_factors()
     assert not list((tmp_path / "influence").glob("factors_*"))
+
+
+def test_factors_ignore_caller_random_state(trained, tmp_path):
+    """Factor fitting seeds its own label sampling and leaves the caller's generator alone."""
+    victim, train, queries = trained
+    config = InfluenceConfig(factor_batch_size=16, train_batch_size=16, damping_factor=1e-3)
+    query_set = QuerySet("original", tuple(queries.texts), tuple(queries.labels))
+
+    torch.manual_seed(1)
+    first = InfluenceEngine(victim, train.texts, train.labels, config, tmp_path / "a", seed=3)
+    scores = first.score(query_set)
+
+    torch.manual_seed(2)
+    torch.rand(1000)
+    second = InfluenceEngine(victim, train.texts, train.labels, config, tmp_path / "b", seed=3)
+    state = torch.get_rng_state()
+    second.fit_factors()
+    assert torch.equal(torch.get_rng_state(), state)
+    again = second.score(query_set)
+    np.testing.assert_array_equal(scores, again)
+
+    other_seed = InfluenceEngine(victim, train.texts, train.labels, config, tmp_path / "c", seed=4)
+    assert not np.array_equal(scores, other_seed.score(query_set))

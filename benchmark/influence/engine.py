@@ -114,9 +114,11 @@ class InfluenceEngine:
         train_labels: Sequence[int],
         config: InfluenceConfig,
         cache_dir: str | Path,
+        seed: int = 0,
     ):
         self.victim = victim
         self.config = config
+        self.seed = seed
         self.cache_dir = Path(cache_dir)
         self.train_dataset = victim.make_dataset(train_texts, train_labels)
         self.timings = InfluenceTimings()
@@ -226,13 +228,17 @@ class InfluenceEngine:
         )
         start = time.perf_counter()
         try:
-            analyzer.fit_all_factors(
-                factors_name=temporary_name,
-                dataset=self.train_dataset,
-                per_device_batch_size=self.config.factor_batch_size,
-                factor_args=factor_args,
-                overwrite_output_dir=True,
-            )
+            # The Fisher factors sample labels from the model, so fitting draws from torch's
+            # random generator: seed it, leaving the caller's random state as it was.
+            with torch.random.fork_rng():
+                torch.manual_seed(self.seed)
+                analyzer.fit_all_factors(
+                    factors_name=temporary_name,
+                    dataset=self.train_dataset,
+                    per_device_batch_size=self.config.factor_batch_size,
+                    factor_args=factor_args,
+                    overwrite_output_dir=True,
+                )
         except torch.linalg.LinAlgError as error:
             shutil.rmtree(self._factors_dir(temporary_name), ignore_errors=True)
             raise FloatingPointError(

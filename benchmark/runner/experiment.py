@@ -350,7 +350,12 @@ class Experiment:
         if self._engine is None:
             train = self.poison_stage().poisoned.dataset
             self._engine = InfluenceEngine(
-                self.victim(), train.texts, train.labels, self.config.influence, self.cache_dir
+                self.victim(),
+                train.texts,
+                train.labels,
+                self.config.influence,
+                self.cache_dir,
+                seed=self.config.seed,
             )
         return self._engine
 

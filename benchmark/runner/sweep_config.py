@@ -32,7 +32,7 @@ import yaml
 from benchmark.config_io import from_mapping, load_yaml
 from benchmark.errors import InputError
 from benchmark.runner.cache import hash_inputs
-from benchmark.runner.config import ExperimentConfig
+from benchmark.runner.config import ExperimentConfig, VictimConfig
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ class Cell:
         """Return a digest of the cell's settings, without the data folder's location."""
         settings = asdict(self.config)
         settings["data"].pop("data_dir")
+        if self.config.victim == VictimConfig():
+            # Cells written before the victim section existed keep their keys.
+            settings.pop("victim")
         return hash_inputs(
             "cell",
             {

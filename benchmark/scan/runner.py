@@ -343,7 +343,9 @@ def _detection_context(
         query_sets, infos, _ = build_clean_query_sets(
             queries.dataset, DEFAULT_TRANSFORMS, options.seed
         )
-    engine = InfluenceEngine(victim, train.texts, train.labels, influence_config, options.cache_dir)
+    engine = InfluenceEngine(
+        victim, train.texts, train.labels, influence_config, options.cache_dir, seed=options.seed
+    )
     scored: dict[str, np.ndarray] = {}
 
     def provide_influence(name: str) -> np.ndarray:
