@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--ratio", type=float, help="poison ratio, a fraction in (0, 1) (default 0.03)"
     )
     run.add_argument("--n-train", type=int, help="training examples sampled (default 1000)")
-    run.add_argument("--model", help="victim: 'minilm', a local model folder or a hub id")
+    run.add_argument(
+        "--model",
+        help="victim: 'minilm', 'tiny-bert', 'tiny-causal', 'tiny-t5', a local model folder "
+        "or a hub id",
+    )
     run.add_argument(
         "--detectors", help="comma-separated detector names (see 'poisonbench list detectors')"
     )
@@ -131,7 +135,8 @@ def _add_scan_parser(commands) -> None:
     scan.add_argument(
         "--model",
         default="minilm",
-        help="victim: 'minilm' (default), 'tiny-bert', or a local Hugging Face model folder",
+        help="victim: 'minilm' (default), 'tiny-bert', 'tiny-causal', 'tiny-t5', or an "
+        "encoder, causal-LM or seq2seq model folder or hub id",
     )
     scan.add_argument(
         "--detectors",
