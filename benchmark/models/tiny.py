@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -34,18 +35,47 @@ def tiny_model_dir(preset: str, cache_dir: str | Path | None = None) -> Path:
     if cache_dir is None:
         cache_dir = os.environ.get("POISONBENCH_CACHE_DIR", Path.home() / ".cache" / "poisonbench")
     folder = Path(cache_dir) / "models" / preset
-    if (folder / "config.json").is_file():
+    if _is_complete(folder):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=folder.parent))
     try:
         _BUILDERS[preset](staging)
-        if not folder.exists():
-            os.replace(staging, folder)
-            logger.info("Built tiny preset %s in %s", preset, folder)
+        if _is_complete(staging):
+            try:
+                os.replace(staging, folder)
+                logger.info("Built tiny preset %s in %s", preset, folder)
+            except OSError:
+                if not _is_complete(folder):
+                    raise RuntimeError(
+                        f"{folder} exists but lacks config.json or weights; delete it and "
+                        "run again"
+                    ) from None
+        else:
+            # Once torch.distributed is initialised, transformers writes weights on rank 0
+            # only, so the other ranks wait for rank 0's folder.
+            _wait_for_complete(folder, WAIT_SECONDS)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+WAIT_SECONDS = 600.0
+
+
+def _is_complete(folder: Path) -> bool:
+    """Return whether ``folder`` holds a model config and its weights."""
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
+def _wait_for_complete(folder: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _is_complete(folder):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"timed out after {timeout:.0f} s waiting for another process to build {folder}"
+            )
+        time.sleep(0.5)
 
 
 def _build_tiny_bert(folder: Path) -> None:
