@@ -64,7 +64,7 @@ WAIT_SECONDS = 600.0
 
 
 def _is_complete(folder: Path) -> bool:
-    """Return whether ``folder`` holds a model config and its weights."""
+    """Return whether ``folder`` contains a model config and its weights."""
     return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
