@@ -86,6 +86,47 @@ def poison_mask_reader(cache_dir: Path):
     return poison_mask
 
 
+def suite_rows(
+    suite: Suite,
+    cache_dir: Path,
+    runs_dir: Path,
+    jobs: int = 1,
+    progress: bool = True,
+    run: bool = True,
+    detector_specs: tuple[str, ...] = (),
+) -> tuple[pd.DataFrame, SweepSummary | None]:
+    """Run the suite's cells (unless ``run`` is False) and return all their sweep rows.
+
+    Returns the rows and the run's summary (None without a run).
+
+    Raises:
+        InputError: when a cell failed, or when a cell has no rows in ``runs_dir``.
+    """
+    summary = None
+    if run:
+        summary = run_sweep(
+            suite.sweep,
+            cache_dir,
+            runs_dir,
+            jobs=jobs,
+            progress=progress,
+            detector_specs=detector_specs,
+        )
+        if summary.failures:
+            failed = ", ".join(f"{index} ({name})" for index, name, _ in summary.failures)
+            raise InputError(
+                f"{len(summary.failures)} scenarios failed: {failed}; see the log above, "
+                "fix the cause and run again (finished work is cached)"
+            )
+    merged, missing = merge_rows(suite.sweep, runs_dir)
+    if missing:
+        raise InputError(
+            f"{len(missing)} of {len(suite.sweep.cells)} scenarios have no results in "
+            f"{runs_dir}, e.g. {missing[0].name}; run them first (without --aggregate-only)"
+        )
+    return pd.DataFrame(read_rows(merged)), summary
+
+
 def _suite_for(options: LeaderboardOptions, detector_names: list[str]) -> Suite:
     overrides = dict(options.set_options)
     if options.data_dir is not None:
@@ -118,42 +159,29 @@ def build_leaderboard(options: LeaderboardOptions) -> LeaderboardOutcome:
 
     # Submissions are checked first, so a bad file fails before any scenario runs.
     records = []
-    taken = set(suite.sweep.axes.detectors) if detector_names or not options.only else set()
+    ranked_names = set(suite.sweep.axes.detectors) if detector_names or not options.only else set()
     poison_mask = poison_mask_reader(options.cache_dir)
     for submission in submissions:
-        if submission.detector in taken:
+        if submission.detector in ranked_names:
             raise InputError(
                 f"{submission.path}: field detector.name: {submission.detector!r} is "
                 "already on the leaderboard; choose another name"
             )
-        taken.add(submission.detector)
+        ranked_names.add(submission.detector)
         records.append(submission_records(submission, suite, poison_mask))
 
     summary = None
     if detector_names or not options.only:
-        if options.run:
-            specs = tuple(spec for spec in options.detectors if ":" in spec)
-            summary = run_sweep(
-                suite.sweep,
-                options.cache_dir,
-                runs_dir,
-                jobs=options.jobs,
-                progress=options.progress,
-                detector_specs=specs,
-            )
-            if summary.failures:
-                failed = ", ".join(f"{index} ({name})" for index, name, _ in summary.failures)
-                raise InputError(
-                    f"{len(summary.failures)} scenarios failed: {failed}; see the log above, "
-                    "fix the cause and run again (finished work is cached)"
-                )
-        merged, missing = merge_rows(suite.sweep, runs_dir)
-        if missing:
-            raise InputError(
-                f"{len(missing)} of {len(suite.sweep.cells)} scenarios have no results in "
-                f"{runs_dir}, e.g. {missing[0].name}; run them first (without --aggregate-only)"
-            )
-        rows = pd.DataFrame(read_rows(merged))
+        specs = tuple(spec for spec in options.detectors if ":" in spec)
+        rows, summary = suite_rows(
+            suite,
+            options.cache_dir,
+            runs_dir,
+            jobs=options.jobs,
+            progress=options.progress,
+            run=options.run,
+            detector_specs=specs,
+        )
         rows = rows[rows["held_out_category"].isna()]
         rows = rows.assign(
             scenario=rows["cell_name"],

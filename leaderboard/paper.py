@@ -29,14 +29,13 @@ import yaml
 from tabulate import tabulate
 
 from benchmark.atomic import write_atomic, write_text_atomic
-from benchmark.errors import InputError
 from benchmark.runner.aggregate import (
     detection_table,
     format_mean_std,
     held_out_table,
     recovery_table,
 )
-from benchmark.runner.sweep import merge_rows, read_rows, run_sweep
+from leaderboard.evaluate import suite_rows
 from leaderboard.suite import Suite, load_suite
 
 logger = logging.getLogger(__name__)
@@ -397,20 +396,14 @@ def reproduce_paper(options: ReproduceOptions) -> list[Path]:
     suite = load_suite(options.config, overrides)
     output_dir = Path(options.output_dir)
     runs_dir = output_dir / "runs"
-    if options.run:
-        summary = run_sweep(
-            suite.sweep, options.cache_dir, runs_dir, jobs=options.jobs, progress=options.progress
-        )
-        if summary.failures:
-            failed = ", ".join(f"{index} ({name})" for index, name, _ in summary.failures)
-            raise InputError(f"cells failed: {failed}; fix the cause and run again")
-    merged, missing = merge_rows(suite.sweep, runs_dir)
-    if missing:
-        raise InputError(
-            f"{len(missing)} of {len(suite.sweep.cells)} cells have no results in {runs_dir}, "
-            f"e.g. {missing[0].name}; run them first (without --aggregate-only)"
-        )
-    frame = pd.DataFrame(read_rows(merged))
+    frame, _ = suite_rows(
+        suite,
+        options.cache_dir,
+        runs_dir,
+        jobs=options.jobs,
+        progress=options.progress,
+        run=options.run,
+    )
     published = load_published()
     ratio = _main_ratio(frame)
     tables = {

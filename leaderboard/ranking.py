@@ -49,7 +49,7 @@ def rank(records: pd.DataFrame, scenario_ids: Sequence[str], suite: str) -> Lead
     """Rank the detectors in ``records`` (columns :data:`RECORD_FIELDS`).
 
     Means skip undefined values (an AUROC is undefined when a scenario has no poisons).
-    Ties in mean F1 are broken by mean AUROC, then by name; ``rank_f1`` and ``rank_auroc``
+    Ties in mean F1 are broken by mean AUROC, then by name. ``rank_f1`` and ``rank_auroc``
     count from 1 within each group, and equal means share a rank.
 
     Raises:

@@ -117,7 +117,7 @@ def submission_records(
 
     Raises:
         InputError: for another suite or version, an unknown, repeated or missing scenario,
-            scores of the wrong length, or a flagged index out of range; the message names
+            scores of the wrong length, or a flagged index out of range. The message names
             the field.
     """
     where = submission.path

@@ -239,7 +239,8 @@ def test_ranking_order_and_oracle_apart(board):
     f1 = [float(entry["mean_f1"]) for entry in ranking[:7]]
     assert f1 == sorted(f1, reverse=True)
     ranks = [int(entry["rank_f1"]) for entry in ranking[:7]]
-    assert ranks[0] == 1 and ranks == sorted(ranks)
+    assert ranks[0] == 1
+    assert ranks == sorted(ranks)
 
 
 def test_html_matches_csv(board):
