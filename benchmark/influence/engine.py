@@ -359,7 +359,7 @@ def _check_launch_supported() -> None:
         # names that every rank shares (they contain the process id here), and the rename of
         # finished factors on the main process only. benchmark.influence.one_pass also needs
         # a distributed sampler, because kronfluence's trackers all-reduce the summed query
-        # gradients, and each rank there sees every query.
+        # gradients, and each rank there receives every query.
         raise RuntimeError(
             "influence under a multi-process GPU launch is not supported; compute it in a "
             "single process, without accelerate launch, or launch on the CPU"

@@ -166,7 +166,7 @@ class ExperimentConfig:
     """One end-to-end run: data, attack, victim, influence, detectors and recovery.
 
     ``model`` is a preset ("minilm", "tiny-bert", "tiny-causal", "tiny-t5"), a local model
-    folder or a hub id, and ``victim`` holds the options of that model's victim.
+    folder or a hub id, and ``victim`` contains the options of that model's victim.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
