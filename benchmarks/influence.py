@@ -1,20 +1,23 @@
 """Compare kronfluence used as documented with poisonbench's influence stage.
 
-Usage (about 15 minutes on 2 CPU cores):
+Usage (about 12 minutes on 2 CPU cores):
 
-    python benchmarks/influence.py --data-dir ../shared/data [--lambda-max-examples 250]
+    python benchmarks/influence.py --data-dir ../shared/data [--json influence.json]
+        [--lambda-max-examples N] [--no-sort-by-length]
 
 It trains the default experiment's poisoned MiniLM once, then runs in the same process
 
-(a) kronfluence as documented: ``fit_all_factors`` with EK-FAC on every training example,
-    then one ``compute_pairwise_scores`` call per query set (per-query scores, averaged);
-(b) poisonbench: EK-FAC with the eigenvalue correction fitted on a subsample
-    (``--lambda-max-examples``) and all query sets scored in one training pass.
+(a) kronfluence as documented: ``fit_all_factors`` with EK-FAC on every training example in
+    data set order, then one ``compute_pairwise_scores`` call per query set (per-query
+    scores, averaged);
+(b) poisonbench's influence stage with its default options: training examples fed longest
+    first (``sort_by_length``), all query sets scored in one training pass, and the
+    eigenvalue correction on every example unless ``--lambda-max-examples`` caps it.
 
-It prints both wall times and their ratio, Spearman correlation and top-50 overlap of the
-mean scores per query set, every influence-based detector's F1 and AUROC under both, and
-the process's peak resident memory after each phase (a running maximum, so the second
-number covers both phases).
+It prints both wall times (and the factor-fitting part of each) with their ratios, Spearman
+correlation and top-50 overlap of the mean scores per query set, every influence-based
+detector's F1 and AUROC under both, and the process's peak resident memory after each phase
+(a running maximum, so the second number covers both phases).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.stats import spearmanr
 
 from attacks import get_attack
@@ -50,11 +54,18 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def documented_kronfluence(engine: InfluenceEngine, query_sets) -> dict[str, np.ndarray]:
-    """Fit full EK-FAC factors and call compute_pairwise_scores once per query set."""
+def documented_kronfluence(
+    engine: InfluenceEngine, query_sets, seed: int
+) -> tuple[dict[str, np.ndarray], float]:
+    """Fit full EK-FAC factors and call compute_pairwise_scores once per query set.
+
+    Returns the mean scores per set and the seconds spent fitting factors.
+    """
     from kronfluence.arguments import FactorArguments, ScoreArguments
 
     analyzer = engine._get_analyzer()
+    start = time.perf_counter()
+    torch.manual_seed(seed)
     analyzer.fit_all_factors(
         factors_name="documented",
         dataset=engine.train_dataset,
@@ -62,6 +73,7 @@ def documented_kronfluence(engine: InfluenceEngine, query_sets) -> dict[str, np.
         factor_args=FactorArguments(strategy="ekfac"),
         overwrite_output_dir=True,
     )
+    factor_seconds = time.perf_counter() - start
     means = {}
     for query_set in query_sets:
         queries = engine.victim.make_dataset(query_set.texts, query_set.labels)
@@ -77,7 +89,7 @@ def documented_kronfluence(engine: InfluenceEngine, query_sets) -> dict[str, np.
         )
         matrix = analyzer.load_pairwise_scores(f"documented-{query_set.name}")["all_modules"]
         means[query_set.name] = matrix.double().mean(0).numpy()
-    return means
+    return means, factor_seconds
 
 
 def detector_quality(context_args: dict, influence: dict[str, np.ndarray], mask: np.ndarray):
@@ -96,8 +108,13 @@ def main() -> None:
     parser.add_argument(
         "--lambda-max-examples",
         type=int,
-        default=250,
-        help="training examples for poisonbench's eigenvalue correction",
+        default=None,
+        help="cap the training examples of poisonbench's eigenvalue correction",
+    )
+    parser.add_argument(
+        "--no-sort-by-length",
+        action="store_true",
+        help="feed poisonbench's passes in data set order (InfluenceConfig.sort_by_length)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -118,11 +135,17 @@ def main() -> None:
         "n_query_sets": len(query_sets),
         "n_queries": len(queries),
         "lambda_max_examples": args.lambda_max_examples,
+        "sort_by_length": not args.no_sort_by_length,
     }
 
     with tempfile.TemporaryDirectory() as cache:
-        fast_config = InfluenceConfig(lambda_max_examples=args.lambda_max_examples)
-        fast = InfluenceEngine(victim, texts, labels, fast_config, Path(cache) / "fast")
+        fast_config = InfluenceConfig(
+            lambda_max_examples=args.lambda_max_examples,
+            sort_by_length=not args.no_sort_by_length,
+        )
+        fast = InfluenceEngine(
+            victim, texts, labels, fast_config, Path(cache) / "fast", seed=config.seed
+        )
         start = time.perf_counter()
         fast.fit_factors()
         figures["poisonbench_factors_s"] = time.perf_counter() - start
@@ -133,7 +156,9 @@ def main() -> None:
 
         documented = InfluenceEngine(victim, texts, labels, InfluenceConfig(), Path(cache) / "doc")
         start = time.perf_counter()
-        reference = documented_kronfluence(documented, query_sets)
+        reference, figures["kronfluence_factors_s"] = documented_kronfluence(
+            documented, query_sets, config.seed
+        )
         figures["kronfluence_total_s"] = time.perf_counter() - start
         figures["kronfluence_peak_mib"] = peak_memory_mib()
 
@@ -141,6 +166,9 @@ def main() -> None:
         figures["poisonbench_factors_s"] + figures["poisonbench_scores_s"]
     )
     figures["speed_up"] = figures["kronfluence_total_s"] / figures["poisonbench_total_s"]
+    figures["factor_time_ratio"] = (
+        figures["poisonbench_factors_s"] / figures["kronfluence_factors_s"]
+    )
     per_set = {}
     for name in sets:
         rho = spearmanr(reference[name], ours[name]).statistic
@@ -171,13 +199,17 @@ def main() -> None:
         for name in INFLUENCE_DETECTORS
     }
 
-    print(f"(a) kronfluence as documented: {figures['kronfluence_total_s']:.1f} s")
+    print(
+        f"(a) kronfluence as documented: {figures['kronfluence_total_s']:.1f} s "
+        f"(factors {figures['kronfluence_factors_s']:.1f} s)"
+    )
     print(
         f"(b) poisonbench: {figures['poisonbench_total_s']:.1f} s "
         f"(factors {figures['poisonbench_factors_s']:.1f} s, "
         f"scores {figures['poisonbench_scores_s']:.1f} s)"
     )
     print(f"speed-up (a)/(b): {figures['speed_up']:.2f}x")
+    print(f"factor time (b)/(a): {figures['factor_time_ratio']:.2f}")
     print(
         f"peak RSS after (b): {figures['poisonbench_peak_mib']:.0f} MiB, "
         f"after (a): {figures['kronfluence_peak_mib']:.0f} MiB"

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark.influence.ordering import item_lengths, length_sorted_order, reorder, restore_order
 from benchmark.influence.task import MEASUREMENTS, ClassificationTask
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class InfluenceConfig:
     ``one_pass`` scores all query sets of :meth:`InfluenceEngine.score_many` in one pass over
     the training data (see :mod:`benchmark.influence.one_pass`) instead of one
     kronfluence call per set; both give the same scores up to summation order.
+    ``sort_by_length`` feeds the training examples to kronfluence longest first (see
+    :mod:`benchmark.influence.ordering`), which cuts padding in every pass; scores come back
+    in data set order. Only the Fisher labels sampled during factor fitting depend on it.
     """
 
     strategy: str = "ekfac"
@@ -52,6 +56,7 @@ class InfluenceConfig:
     covariance_max_examples: int | None = None
     lambda_max_examples: int | None = None
     one_pass: bool = True
+    sort_by_length: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -121,6 +126,14 @@ class InfluenceEngine:
         self.seed = seed
         self.cache_dir = Path(cache_dir)
         self.train_dataset = victim.make_dataset(train_texts, train_labels)
+        self.order = np.arange(len(self.train_dataset))
+        if config.sort_by_length:
+            self.order = length_sorted_order(
+                item_lengths(self.train_dataset),
+                seed,
+                (config.covariance_max_examples, config.lambda_max_examples),
+            )
+        self.ordered_train_dataset = reorder(self.train_dataset, self.order)
         self.timings = InfluenceTimings()
         self._analyzer = None
         self._factors_name: str | None = None
@@ -128,7 +141,7 @@ class InfluenceEngine:
         train_digest = hashlib.sha256(
             json.dumps([list(train_texts), list(train_labels)]).encode()
         ).hexdigest()
-        factor_fields = asdict(config)
+        factor_fields = influence_key_fields(config)
         for name in ("measurement", "train_batch_size", "query_batch_size", "one_pass"):
             factor_fields.pop(name)  # these change scores, not factors
         key_source = json.dumps(
@@ -234,7 +247,7 @@ class InfluenceEngine:
                 torch.manual_seed(self.seed)
                 analyzer.fit_all_factors(
                     factors_name=temporary_name,
-                    dataset=self.train_dataset,
+                    dataset=self.ordered_train_dataset,
                     per_device_batch_size=self.config.factor_batch_size,
                     factor_args=factor_args,
                     overwrite_output_dir=True,
@@ -279,7 +292,7 @@ class InfluenceEngine:
             scores_name=scores_name,
             factors_name=factors_name,
             query_dataset=query_dataset,
-            train_dataset=self.train_dataset,
+            train_dataset=self.ordered_train_dataset,
             per_device_query_batch_size=self.config.query_batch_size,
             per_device_train_batch_size=self.config.train_batch_size,
             score_args=score_args,
@@ -290,7 +303,10 @@ class InfluenceEngine:
         result = analyzer.load_pairwise_scores(scores_name)
         shutil.rmtree(self.cache_dir / "influence" / f"scores_{scores_name}", ignore_errors=True)
 
-        scores = _mean_scores(query_set.name, result["all_modules"], len(query_set.texts))
+        summed = result["all_modules"].to(torch.float64).sum(dim=0).numpy()
+        scores = _mean_scores(
+            query_set.name, restore_order(summed, self.order), len(query_set.texts)
+        )
         logger.info(
             "Scored %d training examples on query set %s (%d queries) in %.1f s",
             len(scores),
@@ -323,7 +339,7 @@ class InfluenceEngine:
             analyzer,
             factors_name,
             datasets,
-            self.train_dataset,
+            self.ordered_train_dataset,
             ScoreArguments(damping_factor=self.config.damping_factor),
             self.victim.collator(),
             self.config.query_batch_size,
@@ -339,7 +355,9 @@ class InfluenceEngine:
         )
         return {
             query_set.name: _mean_scores(
-                query_set.name, summed[query_set.name], len(query_set.texts)
+                query_set.name,
+                restore_order(summed[query_set.name].to(torch.float64).numpy(), self.order),
+                len(query_set.texts),
             )
             for query_set in query_sets
         }
@@ -366,8 +384,20 @@ def _check_launch_supported() -> None:
         )
 
 
-def _mean_scores(name: str, summed: torch.Tensor, n_queries: int) -> np.ndarray:
-    scores = summed.to(torch.float64).numpy().reshape(-1) / n_queries
+def influence_key_fields(config: InfluenceConfig) -> dict:
+    """Return the fields of ``config`` that identify its results in cache keys.
+
+    ``sort_by_length`` appears only when True: results cached before the option existed
+    were computed in data set order, and their keys stay valid for that setting.
+    """
+    fields = asdict(config)
+    if not fields["sort_by_length"]:
+        del fields["sort_by_length"]
+    return fields
+
+
+def _mean_scores(name: str, summed: np.ndarray, n_queries: int) -> np.ndarray:
+    scores = np.asarray(summed, dtype=np.float64).reshape(-1) / n_queries
     if not np.all(np.isfinite(scores)):
         n_bad = int((~np.isfinite(scores)).sum())
         raise FloatingPointError(

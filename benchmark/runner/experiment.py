@@ -16,6 +16,7 @@ from attacks.base import PoisonedDataset
 from benchmark.context import DetectionContext
 from benchmark.data import TextDataset, load_sst2
 from benchmark.influence import InfluenceEngine
+from benchmark.influence.engine import influence_key_fields
 from benchmark.metrics import detection_metrics
 from benchmark.models import EncoderClassifier
 from benchmark.runner.artifacts import (
@@ -171,7 +172,7 @@ class Experiment:
             {
                 "model": self.model_key,
                 "queries": self.query_key(name),
-                "influence": asdict(self.config.influence),
+                "influence": influence_key_fields(self.config.influence),
             },
         )
 
