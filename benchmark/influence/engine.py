@@ -362,6 +362,66 @@ class InfluenceEngine:
             for query_set in query_sets
         }
 
+    def score_per_query(
+        self, query_sets: Sequence[QuerySet], memory_budget_bytes: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Score every query of each set and return, by set name, arrays (n_queries, n_train).
+
+        Row j contains the scores on query j of the set, with the sign convention of
+        :meth:`score`, and the mean over rows equals :meth:`score_many`'s result up to
+        summation order. ``memory_budget_bytes`` caps the stacked query gradients of one
+        training pass (None: :data:`benchmark.influence.per_query.DEFAULT_MEMORY_BUDGET_BYTES`).
+        See :mod:`benchmark.influence.per_query` for the passes.
+        """
+        from kronfluence.arguments import ScoreArguments
+
+        from benchmark.influence.per_query import (
+            DEFAULT_MEMORY_BUDGET_BYTES,
+            score_queries_per_query,
+        )
+
+        factors_name = self.fit_factors()
+        analyzer = self._get_analyzer()
+        datasets = {
+            query_set.name: self.victim.make_dataset(query_set.texts, query_set.labels)
+            for query_set in query_sets
+        }
+        start = time.perf_counter()
+        per_query = score_queries_per_query(
+            analyzer,
+            factors_name,
+            datasets,
+            self.ordered_train_dataset,
+            ScoreArguments(
+                damping_factor=self.config.damping_factor, aggregate_query_gradients=False
+            ),
+            self.victim.collator(),
+            self.config.query_batch_size,
+            self.config.train_batch_size,
+            DEFAULT_MEMORY_BUDGET_BYTES if memory_budget_bytes is None else memory_budget_bytes,
+        )
+        seconds = time.perf_counter() - start
+        self.timings.scores_seconds["per query: " + ", ".join(datasets)] = seconds
+        n_queries = sum(len(query_set.texts) for query_set in query_sets)
+        logger.info(
+            "Scored %d training examples on %d queries of %d sets per query in %.1f s",
+            len(self.train_dataset),
+            n_queries,
+            len(datasets),
+            seconds,
+        )
+        scores = {}
+        for query_set in query_sets:
+            matrix = restore_order(per_query[query_set.name].to(torch.float64).numpy(), self.order)
+            if not np.all(np.isfinite(matrix)):
+                raise FloatingPointError(
+                    f"per-query influence on query set {query_set.name!r} has "
+                    f"{int((~np.isfinite(matrix)).sum())} non-finite scores. Raise "
+                    "damping_factor (InfluenceConfig.damping_factor) and run again"
+                )
+            scores[query_set.name] = matrix
+        return scores
+
 
 def _check_launch_supported() -> None:
     """Raise when a multi-process launch would make kronfluence 1.0.1 run distributed.
