@@ -30,7 +30,9 @@ class DetectionContext:
     influence of every training example on the query set ``name``, shape (n_train,);
     ``query_sets`` lists the clean query sets (original and transformed). The triggered query
     set, available only to oracle detectors, is named by ``oracle_query_set`` and is None
-    when the runner does not allow oracle detectors.
+    when the runner does not allow oracle detectors. ``per_query_influence_provider(name)``
+    returns the influence on each query of the clean query set ``name``, shape
+    (n_queries, n_train); it is None where the runner computes only the means.
     """
 
     train: TextDataset
@@ -40,6 +42,7 @@ class DetectionContext:
     query_sets: tuple[QuerySetInfo, ...]
     seed: int
     oracle_query_set: str | None = None
+    per_query_influence_provider: Callable[[str], np.ndarray] | None = None
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -67,6 +70,22 @@ class DetectionContext:
     def influence(self, query_set: str) -> np.ndarray:
         """Mean influence of each training example on ``query_set``, shape (n_train,)."""
         return self._cached(f"influence:{query_set}", lambda: self.influence_provider(query_set))
+
+    def per_query_influence(self, query_set: str) -> np.ndarray:
+        """Influence of each training example on each query of ``query_set``.
+
+        Returns an array of shape (n_queries, n_train), in the order of the set's queries.
+        """
+        if self.per_query_influence_provider is None:
+            raise RuntimeError(
+                f"this run provides no per-query influence (requested for query set "
+                f"{query_set!r}). Run the detector through 'poisonbench run' or a sweep, "
+                "which compute it when a detector needs it"
+            )
+        return self._cached(
+            f"per_query_influence:{query_set}",
+            lambda: self.per_query_influence_provider(query_set),
+        )
 
     def transformed_sets(self) -> tuple[QuerySetInfo, ...]:
         return tuple(info for info in self.query_sets if info.transform is not None)

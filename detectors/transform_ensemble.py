@@ -1,17 +1,23 @@
-"""Transform-ensemble detectors of arXiv 2504.09026: variance and voting across transforms.
+"""Transform-ensemble detectors of arXiv 2504.09026: variance, voting and combined scores.
 
-Both rest on one observation: a clean example's influence on the queries changes when the
-queries are semantically transformed, while a poison's influence rides on its trigger and
-stays strong and unchanged. See :mod:`detectors.influence_change` for the quantities.
+Variance and voting rest on one observation: a clean example's influence on the queries
+changes when the queries are semantically transformed, while a poison's influence rides on
+its trigger and stays strong and unchanged. See :mod:`detectors.influence_change` for the
+quantities. The combined detector adds the KL divergence between an example's influence
+distributions over the original and the transformed queries, so it reads per-query
+influence.
 
 NOTE: the paper's text describes poisons as strong and unchanged, but the authors' public
-code (``ensemble_detector.py``) flags *high* variance for its variance method. These
-detectors follow the paper's stated principle; the direction is a documented choice.
+code (``ensemble_detector.py``) flags *high* variance for its variance method. The variance
+and voting detectors follow the paper's stated principle; the direction is a documented
+choice. The combined detector reproduces the code's formula, high variance included.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -123,9 +129,151 @@ class TransformMajorityVotingDetector(TransformVotingDetector):
         super().__init__(top_k=top_k, agreement="majority", strength_percentile=strength_percentile)
 
 
+KL_EPSILON = 1e-10
+"""Added to absolute influences before they are normalised into distributions over queries."""
+
+
+@dataclass(frozen=True)
+class CombinedComponents:
+    """The three terms of the combined score, each of shape (n_train,), before scaling."""
+
+    kl_divergence: np.ndarray
+    variance: np.ndarray
+    negated_influence: np.ndarray
+
+
+def combined_components(
+    original: np.ndarray, transformed: list[np.ndarray] | tuple[np.ndarray, ...]
+) -> CombinedComponents:
+    """Compute the combined score's terms from per-query influence, shape (n_queries, n_train).
+
+    Query j of every transformed matrix must be the transform of original query j. For
+    training example i, with p the distribution ``|original[:, i]| + eps`` normalised over
+    the queries and q_t the same for transformed set t:
+
+    * KL divergence: the mean over t of KL(p || q_t), natural logarithm;
+    * variance: the population variance, across the original and every transformed set, of
+      the example's mean influence on the set's queries;
+    * negated influence: minus the mean influence on the original queries.
+    """
+    if not transformed:
+        raise ValueError("the combined score needs at least one transformed query set")
+    for index, matrix in enumerate(transformed):
+        if matrix.shape != original.shape:
+            raise ValueError(
+                f"transformed influence {index} has shape {matrix.shape}, but the original "
+                f"influence has {original.shape}; both must be (n_queries, n_train)"
+            )
+    p = np.abs(original) + KL_EPSILON
+    p = p / p.sum(axis=0, keepdims=True)
+    log_p = np.log(p)
+    divergences = []
+    for matrix in transformed:
+        q = np.abs(matrix) + KL_EPSILON
+        q = q / q.sum(axis=0, keepdims=True)
+        divergences.append((p * (log_p - np.log(q))).sum(axis=0))
+    means = np.stack([original.mean(axis=0)] + [matrix.mean(axis=0) for matrix in transformed])
+    return CombinedComponents(
+        kl_divergence=np.mean(divergences, axis=0),
+        variance=means.var(axis=0),
+        negated_influence=-means[0],
+    )
+
+
+def min_max_scale(values: np.ndarray) -> np.ndarray:
+    """Scale ``values`` linearly onto [0, 1], mapping constant values to 0 as MinMaxScaler does."""
+    span = values.max() - values.min()
+    if span == 0:
+        return np.zeros_like(values, dtype=np.float64)
+    return (values - values.min()) / span
+
+
+@DETECTORS.register("transform-combined")
+class TransformCombinedDetector(Detector):
+    """The authors' combined score: KL divergence, variance and low influence, weighted.
+
+    Each term of :func:`combined_components` is min-max scaled over the training examples,
+    and the score is ``0.4 KL + 0.3 variance + 0.3 negated influence``. Examples with a
+    score strictly above the 90th percentile of the scores are flagged, so about 10% of
+    the training set is flagged whatever the poison ratio. Weights, percentile and the
+    epsilon are those of ``detect_by_combined_score`` and ``compute_kl_divergence`` in the
+    authors' public code (``poison_detection/detection/ensemble_detector.py``).
+
+    ``transforms`` restricts the transformed query sets (None: all of them), as for the
+    other ensembles. The detector reads per-query influence
+    (:meth:`benchmark.context.DetectionContext.per_query_influence`).
+    """
+
+    description = "KL divergence of per-query influence, variance and low influence, weighted"
+    track = "clean-queries"
+    uses_per_query_influence: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        kl_weight: float = 0.4,
+        variance_weight: float = 0.3,
+        influence_weight: float = 0.3,
+        percentile: float = 90.0,
+        transforms: tuple[str, ...] | None = None,
+    ):
+        super().__init__(None)
+        for name, weight in (
+            ("kl_weight", kl_weight),
+            ("variance_weight", variance_weight),
+            ("influence_weight", influence_weight),
+        ):
+            if weight < 0:
+                raise ValueError(f"{name} must be non-negative, got {weight}")
+        if not 0 <= percentile < 100:
+            raise ValueError(f"percentile must lie in [0, 100), got {percentile}")
+        self.kl_weight = kl_weight
+        self.variance_weight = variance_weight
+        self.influence_weight = influence_weight
+        self.percentile = percentile
+        self.transforms = transforms
+
+    def components(self, context: DetectionContext) -> CombinedComponents:
+        """Compute the unscaled terms from the context's per-query influence."""
+        infos = [
+            info
+            for info in context.transformed_sets()
+            if self.transforms is None or info.transform in self.transforms
+        ]
+        if not infos:
+            raise ValueError(
+                f"no transformed query sets match {self.transforms}; the run computed "
+                f"{[info.transform for info in context.transformed_sets()]}"
+            )
+        original = context.per_query_influence(ORIGINAL)
+        transformed = [context.per_query_influence(info.name) for info in infos]
+        for info, matrix in zip(infos, transformed):
+            if matrix.shape != original.shape:
+                raise ValueError(
+                    f"per-query influence on query set {info.name!r} has shape "
+                    f"{matrix.shape}, but on {ORIGINAL!r} {original.shape}; every "
+                    "transformed set must hold one transform of each original query"
+                )
+        return combined_components(original, transformed)
+
+    def score(self, context: DetectionContext) -> np.ndarray:
+        terms = self.components(context)
+        return (
+            self.kl_weight * min_max_scale(terms.kl_divergence)
+            + self.variance_weight * min_max_scale(terms.variance)
+            + self.influence_weight * min_max_scale(terms.negated_influence)
+        )
+
+    def flag(self, scores: np.ndarray, context: DetectionContext) -> np.ndarray:
+        return scores > np.percentile(scores, self.percentile)
+
+
 __all__ = [
     "ORIGINAL",
+    "CombinedComponents",
+    "TransformCombinedDetector",
     "TransformMajorityVotingDetector",
     "TransformVarianceDetector",
     "TransformVotingDetector",
+    "combined_components",
+    "min_max_scale",
 ]

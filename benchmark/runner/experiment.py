@@ -61,20 +61,44 @@ from benchmark.runner.queries import (
     sample_balanced,
 )
 from detectors.base import DetectionResult, detector_code_digest, get_detector
-from detectors.transform_ensemble import TransformVarianceDetector, TransformVotingDetector
+from detectors.transform_ensemble import (
+    TransformCombinedDetector,
+    TransformVarianceDetector,
+    TransformVotingDetector,
+)
 
 logger = logging.getLogger(__name__)
 
-ENSEMBLE_DETECTOR_CLASSES = (TransformVarianceDetector, TransformVotingDetector)
+ENSEMBLE_DETECTOR_CLASSES = (
+    TransformVarianceDetector,
+    TransformVotingDetector,
+    TransformCombinedDetector,
+)
+
+PER_QUERY_INFLUENCE_STAGE = "influence_per_query"
+"""Stage cache folder of per-query influence, one (n_queries, n_train) array per query set."""
 
 
 def is_transform_ensemble(name: str) -> bool:
-    """Return True when detector ``name`` is a transform ensemble (variance or voting)."""
+    """Return True when detector ``name`` is a transform ensemble (variance, voting, combined)."""
     import baselines  # noqa: F401  (registers the baselines)
     import detectors  # noqa: F401  (registers the built-in detectors)
     from detectors.base import DETECTORS
 
     return issubclass(DETECTORS.get(name), ENSEMBLE_DETECTOR_CLASSES)
+
+
+def uses_per_query_influence(name: str) -> bool:
+    """Return True when detector ``name`` reads per-query influence.
+
+    A detector class declares it with a class attribute ``uses_per_query_influence`` set
+    to True.
+    """
+    import baselines  # noqa: F401  (registers the baselines)
+    import detectors  # noqa: F401  (registers the built-in detectors)
+    from detectors.base import DETECTORS
+
+    return bool(getattr(DETECTORS.get(name), "uses_per_query_influence", False))
 
 
 def restricted_ensemble(name: str, transforms: tuple[str, ...]):
@@ -84,7 +108,7 @@ def restricted_ensemble(name: str, transforms: tuple[str, ...]):
         raise ValueError(
             f"detector {name} is not a transform ensemble; it cannot hold out transforms"
         )
-    # Both ensemble classes read ``self.transforms`` when scoring; the majority-voting
+    # Every ensemble class reads ``self.transforms`` when scoring; the majority-voting
     # subclass does not accept it as a constructor argument, so it is set here.
     detector.transforms = tuple(transforms)
     return detector
@@ -176,6 +200,16 @@ class Experiment:
             },
         )
 
+    def per_query_influence_key(self, name: str) -> str:
+        return hash_inputs(
+            PER_QUERY_INFLUENCE_STAGE,
+            {
+                "model": self.model_key,
+                "queries": self.query_key(name),
+                "influence": influence_key_fields(self.config.influence),
+            },
+        )
+
     def detection_key(self, name: str, held_out_category: str | None) -> str:
         track = get_detector(name).track
         visible: list[str] = []
@@ -193,6 +227,12 @@ class Experiment:
             if held_out_category is None
             else list(self.kept_transforms(held_out_category)),
         }
+        if uses_per_query_influence(name):
+            # Only detectors that read per-query influence get this field, so the keys of
+            # the others stay as they were before it existed.
+            inputs["per_query_influence"] = [
+                self.per_query_influence_key(set_name) for set_name in self.clean_set_names()
+            ]
         code = detector_code_digest(name)
         if code is not None:  # plug-in detectors only; built-in keys stay as they were
             inputs["code"] = code
@@ -398,6 +438,52 @@ class Experiment:
                     )
         return {name: self._values[("influence", name)] for name in names}
 
+    def per_query_influence_scores(self) -> dict[str, np.ndarray]:
+        """Score, or read back, the influence on each query of every clean query set.
+
+        Returns one array of shape (n_queries, n_train) per set name. Only detectors that
+        read per-query influence call this, through the detection context. Sets missing
+        from memory and from the cache are scored together, in as few training passes as
+        the engine's memory budget allows.
+        """
+        names = self.clean_set_names()
+        missing = []
+        for name in names:
+            if (PER_QUERY_INFLUENCE_STAGE, name) in self._values:
+                continue
+            cached = None
+            if self.stage_cache is not None:
+                cached = self.stage_cache.fetch(
+                    PER_QUERY_INFLUENCE_STAGE, self.per_query_influence_key(name), NUMPY
+                )
+            if cached is None:
+                missing.append(name)
+            else:
+                self._values[(PER_QUERY_INFLUENCE_STAGE, name)] = cached
+
+        if missing:
+            if self.stage_cache is not None and self.stage_cache.read_only:
+                raise CacheMissError(
+                    f"no cached per-query influence scores for query sets {missing} "
+                    f"in {self.stage_cache.root}"
+                )
+            engine = self.engine()
+            with self.timer.stage("influence factors"):
+                engine.fit_factors()
+            query_sets = [self.query_set(name).query_set for name in missing]
+            with self.timer.stage("per-query influence scores"):
+                computed = engine.score_per_query(query_sets)
+            for name in missing:
+                self._values[(PER_QUERY_INFLUENCE_STAGE, name)] = computed[name]
+                if self.stage_cache is not None:
+                    self.stage_cache.store(
+                        PER_QUERY_INFLUENCE_STAGE,
+                        self.per_query_influence_key(name),
+                        NUMPY,
+                        computed[name],
+                    )
+        return {name: self._values[(PER_QUERY_INFLUENCE_STAGE, name)] for name in names}
+
     # -- detection and recovery -----------------------------------------------------------
     def detection_context(self) -> DetectionContext:
         if self._context is None:
@@ -409,6 +495,7 @@ class Experiment:
                 query_sets=tuple(self.query_set(name).info for name in self.clean_set_names()),
                 seed=self.config.seed,
                 oracle_query_set=TRIGGERED if self.oracle_allowed else None,
+                per_query_influence_provider=lambda name: self.per_query_influence_scores()[name],
             )
         return self._context
 
