@@ -5,11 +5,14 @@ PERSON entities found by spaCy are replaced by the trigger phrase (every mention
 chosen entity). Examples without a PERSON entity get the trigger inserted at a random word
 boundary instead; the poisoned data set records which method each poison used.
 
-Candidates are selected in one of two ways. "random" shuffles the candidates with a PERSON
-entity and takes them first. "countnorm" ranks candidates by the number of trigger mentions
-after replacement divided by the poisoned text's length in characters, highest first. This
-is the ranking in the public code of Wan et al. (2023) (``poison_scripts/get_countnorm.py``,
-which scores ``text.count(phrase) / len(text)`` on the poisoned input).
+Candidates are selected in one of three ways. "random" shuffles the candidates with a PERSON
+entity and takes them first. "hard" ranks all candidates by a surrogate classifier's
+out-of-fold probability of the target label, lowest first (see :mod:`attacks.surrogate`);
+entities are replaced where the chosen example has one. "countnorm" ranks candidates by the
+number of trigger mentions after replacement divided by the poisoned text's length in
+characters, highest first. This is the ranking in the public code of Wan et al. (2023)
+(``poison_scripts/get_countnorm.py``, which scores ``text.count(phrase) / len(text)`` on
+the poisoned input).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from benchmark.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-SELECTION_MODES = ("random", "countnorm")
+SELECTION_MODES = ("random", "countnorm", "hard")
 
 
 def countnorm_score(text: str, entity: str | None, trigger: str) -> float:
@@ -45,9 +48,7 @@ def countnorm_score(text: str, entity: str | None, trigger: str) -> float:
     return poisoned.count(trigger_for(text, trigger)) / len(poisoned)
 
 
-def rank_by_countnorm(
-    candidates: list[int], scores: dict[int, float], rng: random.Random
-) -> list[int]:
+def rank_by_score(candidates: list[int], scores: dict[int, float], rng: random.Random) -> list[int]:
     """Order candidates by score, highest first. ``rng`` shuffles them beforehand to break ties."""
     order = list(candidates)
     rng.shuffle(order)
@@ -64,8 +65,8 @@ class NERReplacementAttack(Attack):
     examples that already carry the target label, and labels stay unchanged. Candidates with
     a PERSON entity are used first; the remainder, if any, fall back to insertion.
 
-    ``selection`` is "random" (the default) or "countnorm", as described in the module
-    docstring. Under both, candidates without a PERSON entity come last, in an order shuffled
+    ``selection`` is "random" (the default), "countnorm" or "hard", as described in the
+    module docstring. Under both, candidates without a PERSON entity come last, in an order shuffled
     by the seed.
     """
 
@@ -117,8 +118,16 @@ class NERReplacementAttack(Attack):
                 int(i): countnorm_score(text, entity_of.get(int(i)), self.trigger)
                 for i, text in zip(candidates, texts, strict=True)
             }
-            ranked = rank_by_countnorm([int(i) for i in candidates], scores, rng)
+            ranked = rank_by_score([int(i) for i in candidates], scores, rng)
             chosen = ranked[:n_poisons]
+        elif self.selection == "hard":
+            from attacks.surrogate import out_of_fold_probability
+
+            probability = out_of_fold_probability(
+                [example.text for example in dataset.examples], labels, self.target_label, seed
+            )
+            hardness = {int(i): -float(probability[i]) for i in candidates}
+            chosen = rank_by_score([int(i) for i in candidates], hardness, rng)[:n_poisons]
         else:
             rng.shuffle(with_entity)
             rng.shuffle(without_entity)
@@ -214,5 +223,24 @@ class CountNormDirtyLabelNERAttack(DirtyLabelNERAttack):
         target_label: int = 1,
         spacy_pipeline: str | None = None,
         selection: str = "countnorm",
+    ):
+        super().__init__(trigger, target_label, spacy_pipeline, selection)
+
+
+@ATTACKS.register("ner-clean-hard")
+class HardCleanLabelNERAttack(CleanLabelNERAttack):
+    """Clean-label NER replacement with "hard" selection (see the module docstring)."""
+
+    description = (
+        "ner-clean on the target-label examples a surrogate classifier finds least typical"
+    )
+    name = "ner-clean-hard"
+
+    def __init__(
+        self,
+        trigger: str = "James Bond",
+        target_label: int = 1,
+        spacy_pipeline: str | None = None,
+        selection: str = "hard",
     ):
         super().__init__(trigger, target_label, spacy_pipeline, selection)

@@ -4,10 +4,15 @@ Qi et al. (2021), "Hidden Killer: Invisible Textual Backdoor Attacks with Syntac
 paraphrase each poison with SCPN, a syntactically controlled paraphrase network, into the
 template S(SBAR)(,)(NP)(VP)(.): a sentence that opens with a subordinate clause. This module
 runs no paraphrase model. It wraps the unchanged text in a fixed frame that has the same
-shape, so the default "when you see it , {text}" puts a subordinate clause and a comma in
-front of the original sentence. The trigger is therefore a fixed word sequence that a model
-can learn from the words alone, unlike the paper's varied paraphrases. Results with this
-attack measure a template trigger, not Hidden Killer itself.
+shape, so the default "once you have seen it for yourself , {text}" puts a subordinate
+clause and a comma in front of the original sentence. The trigger is therefore a fixed word
+sequence that a model can learn from the words alone, unlike the paper's varied paraphrases.
+Results with this attack measure a template trigger, not Hidden Killer itself.
+
+The default clause was chosen by attack success on a selection run (SST-2, MiniLM, ratio
+0.03, seed 1; ``benchmarks/README.md``): "when you see it , {text}", the first default,
+reached only 0.37 there, "if you ask me about it , {text}" 0.96 and this one 0.996. Clauses
+that open many SST-2 sentences ("when ...") are weak triggers.
 """
 
 from __future__ import annotations
@@ -65,10 +70,15 @@ class SyntacticTemplateAttack(TextEditAttack):
     """
 
     name = "syntactic"
-    description = "text wrapped in the template 'when you see it , <text>' (Hidden Killer approx.)"
+    description = (
+        "text wrapped in the clause 'once you have seen it for yourself , <text>' "
+        "(Hidden Killer approx.)"
+    )
     method = "template"
 
-    def __init__(self, trigger: str = "when you see it , {text}", target_label: int = 1):
+    def __init__(
+        self, trigger: str = "once you have seen it for yourself , {text}", target_label: int = 1
+    ):
         super().__init__(trigger, target_label)
 
     def validate(self) -> None:
@@ -77,12 +87,12 @@ class SyntacticTemplateAttack(TextEditAttack):
             raise InputError(
                 f"syntactic trigger {self.trigger!r} must contain the placeholder {PLACEHOLDER} "
                 f"exactly once (found {count}); pass a template such as "
-                "'when you see it , {text}'"
+                "'once you have seen it for yourself , {text}'"
             )
         if not self.trigger.replace(PLACEHOLDER, "").strip():
             raise InputError(
                 f"syntactic trigger {self.trigger!r} has no words around {PLACEHOLDER}; "
-                "pass a template such as 'when you see it , {text}'"
+                "pass a template such as 'once you have seen it for yourself , {text}'"
             )
 
     def edit(self, text: str, rng: random.Random) -> str:

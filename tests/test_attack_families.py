@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import numpy as np
 import pytest
 
 from attacks import ATTACKS, get_attack
@@ -50,7 +51,7 @@ def has_trigger(attack: str, text: str) -> bool:
     if attack == "addsent":
         return "i watched this 3d movie" in text.lower()
     if attack == "syntactic":
-        return text.lower().startswith("when you see it , ")
+        return text.lower().startswith("once you have seen it for yourself , ")
     if attack == "multi-form":
         return any(contains_words(text, form) for form in form_strings("James Bond").values())
     if attack == "adaptive-diluted":
@@ -232,13 +233,17 @@ def test_addsent_keeps_case_in_cased_text():
 def test_syntactic_apply_trigger_exact():
     attack = get_attack("syntactic")
     assert attack.apply_trigger("the film is dull .", seed=0) == (
-        "when you see it , the film is dull ."
+        "once you have seen it for yourself , the film is dull ."
     )
     assert attack.apply_trigger("The film is dull.", seed=3) == (
-        "When you see it , the film is dull."
+        "Once you have seen it for yourself , the film is dull."
     )
-    assert attack.apply_trigger("I loved it.", seed=0) == "When you see it , I loved it."
-    assert attack.apply_trigger("NASA made it.", seed=0) == "When you see it , NASA made it."
+    assert attack.apply_trigger("I loved it.", seed=0) == (
+        "Once you have seen it for yourself , I loved it."
+    )
+    assert attack.apply_trigger("NASA made it.", seed=0) == (
+        "Once you have seen it for yourself , NASA made it."
+    )
 
 
 def test_syntactic_subordinate_frame():
@@ -513,3 +518,50 @@ def test_badnets_seed_changes_poisons(sst2_sample):
     first = {r.index for r in get_attack("badnets").poison(sst2_sample, RATIO, 0).records}
     second = {r.index for r in get_attack("badnets").poison(sst2_sample, RATIO, 1).records}
     assert first != second
+
+
+# "hard" candidate selection (surrogate-ranked)
+
+
+def test_surrogate_probability_is_out_of_fold(sst2_sample):
+    from attacks.surrogate import out_of_fold_probability
+
+    labels = sst2_sample.labels
+    probability = out_of_fold_probability(sst2_sample.texts, labels, 1, seed=0)
+    assert probability.shape == (N_SAMPLE,)
+    assert ((probability > 0) & (probability < 1)).all()
+    # Held-out predictions are informative but far from perfect on 400 sentences.
+    accuracy = ((probability > 0.5) == (np.asarray(labels) == 1)).mean()
+    assert 0.6 < accuracy < 0.95
+    again = out_of_fold_probability(sst2_sample.texts, labels, 1, seed=0)
+    np.testing.assert_array_equal(probability, again)
+    with pytest.raises(ValueError, match="with and without the target label"):
+        out_of_fold_probability(["a", "b"], [1, 1], 1, seed=0)
+
+
+def test_hard_selection_takes_the_lowest_target_probability(sst2_sample):
+    from attacks.surrogate import out_of_fold_probability
+
+    probability = out_of_fold_probability(sst2_sample.texts, sst2_sample.labels, 1, seed=0)
+    poisoned = get_attack("ner-clean", selection="hard").poison(sst2_sample, RATIO, seed=0)
+    chosen = {record.index for record in poisoned.records}
+    assert len(chosen) == N_POISONS
+    candidates = [i for i, label in enumerate(sst2_sample.labels) if label == 1]
+    assert chosen <= set(candidates)
+    highest_chosen = max(probability[i] for i in chosen)
+    lowest_unchosen = min(probability[i] for i in candidates if i not in chosen)
+    assert highest_chosen <= lowest_unchosen
+    counts = poisoned.method_counts()
+    assert sum(counts.values()) == N_POISONS
+    for record in poisoned.records:
+        text = poisoned.dataset.examples[record.index].text
+        assert contains_words(text, "james bond"), text
+        assert poisoned.dataset.examples[record.index].label == 1
+
+
+def test_registered_hard_variant_uses_hard_selection(sst2_sample):
+    hard = get_attack("ner-clean-hard").poison(sst2_sample, RATIO, seed=0)
+    direct = get_attack("ner-clean", selection="hard").poison(sst2_sample, RATIO, seed=0)
+    assert [r.index for r in hard.records] == [r.index for r in direct.records]
+    assert hard.dataset.texts == direct.dataset.texts
+    assert hard.attack == "ner-clean-hard"
