@@ -22,6 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark.influence.distributed import (
+    barrier,
+    broadcast_from_main,
+    chunk_balanced_order,
+    fisher_label_seed,
+    kronfluence_launch_state,
+    kronfluence_timing,
+    prepare_model_for_launch,
+    run_on_main,
+    shared_process_id,
+)
 from benchmark.influence.ordering import item_lengths, length_sorted_order, reorder, restore_order
 from benchmark.influence.task import MEASUREMENTS, ClassificationTask
 
@@ -174,7 +185,7 @@ class InfluenceEngine:
     def _get_analyzer(self):
         if self._analyzer is not None:
             return self._analyzer
-        _check_launch_supported()
+        launch_state = _launch_state()
         from kronfluence.analyzer import Analyzer, prepare_model
 
         model = copy.deepcopy(self.victim.model).eval()
@@ -185,13 +196,17 @@ class InfluenceEngine:
         else:
             task = ClassificationTask(self.config.measurement, tracked_modules)
         model = prepare_model(model, task)
+        cpu = not torch.cuda.is_available()
+        if launch_state is not None:
+            model = prepare_model_for_launch(model, launch_state)
+            cpu = False  # kronfluence rejects cpu=True with a DDP-wrapped model
         # kronfluence 1.0.1 sets the root logger's level to its log_level; keep ours.
         root_level = logging.getLogger().level
         self._analyzer = Analyzer(
             analysis_name="influence",
             model=model,
             task=task,
-            cpu=not torch.cuda.is_available(),
+            cpu=cpu,
             disable_tqdm=False,
             output_dir=str(self.cache_dir),
             log_level=logging.WARNING,
@@ -212,22 +227,30 @@ class InfluenceEngine:
         """Fit EK-FAC factors, or reuse cached ones for the same model, data and options.
 
         Factors are written under a temporary name and renamed when complete, so an
-        interrupted fit never leaves a directory that a later run would trust.
+        interrupted fit never leaves a directory that a later run would trust. Under a
+        multi-process launch the processes split the examples, the main process writes and
+        renames the factors, and every process must call this method.
         """
         if self._factors_name is not None:
             return self._factors_name
         from kronfluence.arguments import FactorArguments
 
         analyzer = self._get_analyzer()
+        state = analyzer.state
         final_dir = self._factors_dir(self.factors_key)
-        if final_dir.is_dir():
+        # Every process must take the same branch, so the main process decides.
+        if broadcast_from_main(final_dir.is_dir(), state):
             logger.info("Reusing cached EK-FAC factors %s; skipping factor fitting", final_dir)
             self.timings.factors_cached = True
             self._factors_name = self.factors_key
             return self._factors_name
 
-        temporary_name = f"{self.factors_key}-partial-{os.getpid()}"
-        shutil.rmtree(self._factors_dir(temporary_name), ignore_errors=True)
+        temporary_name = f"{self.factors_key}-partial-{shared_process_id(state)}"
+        run_on_main(
+            lambda: shutil.rmtree(self._factors_dir(temporary_name), ignore_errors=True),
+            "removing stale partial factors",
+            state,
+        )
         factor_args = FactorArguments(strategy=self.config.strategy)
         if self.config.covariance_max_examples is not None:
             factor_args.covariance_max_examples = self.config.covariance_max_examples
@@ -243,8 +266,11 @@ class InfluenceEngine:
         try:
             # The Fisher factors sample labels from the model, so fitting draws from torch's
             # random generator: seed it, leaving the caller's random state as it was.
-            with torch.random.fork_rng():
-                torch.manual_seed(self.seed)
+            # NOTE: under a launch the eigendecomposition runs on the main process only. If
+            # it fails there, the other processes wait in kronfluence's barrier until the
+            # process group times out.
+            with torch.random.fork_rng(), kronfluence_timing(state):
+                torch.manual_seed(fisher_label_seed(self.seed, state))
                 analyzer.fit_all_factors(
                     factors_name=temporary_name,
                     dataset=self.ordered_train_dataset,
@@ -253,60 +279,93 @@ class InfluenceEngine:
                     overwrite_output_dir=True,
                 )
         except torch.linalg.LinAlgError as error:
-            shutil.rmtree(self._factors_dir(temporary_name), ignore_errors=True)
+            if state.is_main_process:
+                shutil.rmtree(self._factors_dir(temporary_name), ignore_errors=True)
             raise FloatingPointError(
                 f"EK-FAC eigendecomposition failed ({error}); the covariance factors are "
                 "probably non-finite. Check the training loss for NaN, or track fewer modules "
                 "(InfluenceConfig.tracked_modules)."
             ) from error
         self.timings.factors_seconds = time.perf_counter() - start
+        # kronfluence's last barrier follows the main process's writes, so the files are
+        # complete, and every process finds the same values.
         _check_factors_finite(self._factors_dir(temporary_name))
-        try:
-            os.replace(self._factors_dir(temporary_name), final_dir)
-        except OSError:
-            if not final_dir.is_dir():
-                raise
-            # Another process stored factors under the same key first: a parallel run, or
-            # another rank of a CPU launch. Equal keys mean equal factors, so keep those.
-            logger.info("Factors %s were stored by another process; using those", final_dir)
-            shutil.rmtree(self._factors_dir(temporary_name), ignore_errors=True)
+
+        def store() -> None:
+            try:
+                os.replace(self._factors_dir(temporary_name), final_dir)
+            except OSError:
+                if not final_dir.is_dir():
+                    raise
+                # A parallel run stored factors under the same key first. Equal keys mean
+                # equal factors, so keep those.
+                logger.info("Factors %s were stored by another process; using those", final_dir)
+                shutil.rmtree(self._factors_dir(temporary_name), ignore_errors=True)
+
+        barrier(state)  # every process has finished reading the temporary folder
+        run_on_main(store, f"storing factors in {final_dir}", state)
         logger.info("Fitted factors in %.1f s", self.timings.factors_seconds)
         self._factors_name = self.factors_key
         return self._factors_name
 
     # -- scores ---------------------------------------------------------------------------
     def score(self, query_set: QuerySet) -> np.ndarray:
-        """Return the mean influence of each training example on ``query_set``, shape (n_train,)."""
+        """Return the mean influence of each training example on ``query_set``, shape (n_train,).
+
+        Under a multi-process launch every process must call this method, and each one
+        needs at least one query of the set, because kronfluence sums the query gradients
+        over the processes.
+        """
         from kronfluence.arguments import ScoreArguments
 
         factors_name = self.fit_factors()
         analyzer = self._get_analyzer()
+        state = analyzer.state
+        if state.use_distributed and len(query_set.texts) < state.num_processes:
+            raise ValueError(
+                f"query set {query_set.name!r} has {len(query_set.texts)} queries, fewer than "
+                f"the {state.num_processes} launched processes. Score it with score_many "
+                "(InfluenceConfig.one_pass) or launch fewer processes."
+            )
         query_dataset = self.victim.make_dataset(query_set.texts, query_set.labels)
         score_args = ScoreArguments(
             damping_factor=self.config.damping_factor,
             aggregate_query_gradients=True,
         )
-        scores_name = f"{factors_name}-{query_set.name}-{os.getpid()}"
+        train_dataset, order = self.ordered_train_dataset, self.order
+        if state.use_distributed:
+            # kronfluence gives each process a contiguous chunk of the training set, so this
+            # order makes each chunk a strided share of the length-sorted order.
+            order = self.order[chunk_balanced_order(len(self.order), state.num_processes)]
+            train_dataset = reorder(self.train_dataset, order)
+        scores_name = f"{factors_name}-{query_set.name}-{shared_process_id(state)}"
         start = time.perf_counter()
-        analyzer.compute_pairwise_scores(
-            scores_name=scores_name,
-            factors_name=factors_name,
-            query_dataset=query_dataset,
-            train_dataset=self.ordered_train_dataset,
-            per_device_query_batch_size=self.config.query_batch_size,
-            per_device_train_batch_size=self.config.train_batch_size,
-            score_args=score_args,
-            overwrite_output_dir=True,
-        )
+        with kronfluence_timing(state):
+            analyzer.compute_pairwise_scores(
+                scores_name=scores_name,
+                factors_name=factors_name,
+                query_dataset=query_dataset,
+                train_dataset=train_dataset,
+                per_device_query_batch_size=self.config.query_batch_size,
+                per_device_train_batch_size=self.config.train_batch_size,
+                score_args=score_args,
+                overwrite_output_dir=True,
+            )
         seconds = time.perf_counter() - start
         self.timings.scores_seconds[query_set.name] = seconds
+        # The main process has written the scores before kronfluence's last barrier.
         result = analyzer.load_pairwise_scores(scores_name)
-        shutil.rmtree(self.cache_dir / "influence" / f"scores_{scores_name}", ignore_errors=True)
+        barrier(state)  # every process has read the scores
+        run_on_main(
+            lambda: shutil.rmtree(
+                self.cache_dir / "influence" / f"scores_{scores_name}", ignore_errors=True
+            ),
+            "removing the scores folder",
+            state,
+        )
 
         summed = result["all_modules"].to(torch.float64).sum(dim=0).numpy()
-        scores = _mean_scores(
-            query_set.name, restore_order(summed, self.order), len(query_set.texts)
-        )
+        scores = _mean_scores(query_set.name, restore_order(summed, order), len(query_set.texts))
         logger.info(
             "Scored %d training examples on query set %s (%d queries) in %.1f s",
             len(scores),
@@ -320,7 +379,9 @@ class InfluenceEngine:
         """Return the mean influence on each query set, each of shape (n_train,).
 
         With ``config.one_pass`` all sets share one pass over the training data; otherwise
-        each set gets its own kronfluence call.
+        each set gets its own kronfluence call. Under a multi-process launch every process
+        must call this method. The processes split the queries and the training examples,
+        and each one returns all scores.
         """
         if not self.config.one_pass:
             return {query_set.name: self.score(query_set) for query_set in query_sets}
@@ -423,25 +484,19 @@ class InfluenceEngine:
         return scores
 
 
-def _check_launch_supported() -> None:
-    """Raise when a multi-process launch would make kronfluence 1.0.1 run distributed.
+def _launch_state():
+    """Return kronfluence's distributed ``State`` under a multi-process launch, else None.
 
-    kronfluence's ``State`` goes distributed only when ``LOCAL_RANK`` is set and CUDA is
-    available. Without CUDA, as in a CPU launch, every process computes the full factors
-    and scores on its own, which gives the single-process result in each process.
+    Under ``accelerate launch`` or ``torchrun`` with ``WORLD_SIZE`` > 1 the processes split
+    factor fitting and scoring through kronfluence's distributed mode: NCCL on GPUs, gloo
+    on the CPU (see :mod:`benchmark.influence.distributed`).
     """
     from benchmark.models.training import launched_processes
 
-    if launched_processes() > 1 and torch.cuda.is_available():
-        # NOTE: distributed influence on GPUs is not implemented. It needs factor and score
-        # names that every rank shares (they contain the process id here), and the rename of
-        # finished factors on the main process only. benchmark.influence.one_pass also needs
-        # a distributed sampler, because kronfluence's trackers all-reduce the summed query
-        # gradients, and each rank there receives every query.
-        raise RuntimeError(
-            "influence under a multi-process GPU launch is not supported; compute it in a "
-            "single process, without accelerate launch, or launch on the CPU"
-        )
+    world_size = launched_processes()
+    if world_size <= 1:
+        return None
+    return kronfluence_launch_state(world_size)
 
 
 def influence_key_fields(config: InfluenceConfig) -> dict:
