@@ -507,7 +507,7 @@ def _sharding_worker(rank: int, world_size: int, init_file: str, out_dir: str) -
         results = {}
         for size in SHARDED_SIZES:
             shard = shard_of(size, state)
-            # Row r holds index * 10 + r, so the gathered rows must count up in index order.
+            # Row r contains index * 10 + r, so gathered rows must count up in index order.
             values = torch.tensor(
                 [[index * 10.0 + row for index in shard.indices] for row in range(2)]
             )

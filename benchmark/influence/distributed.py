@@ -156,9 +156,8 @@ def install_any_device_trackers(model: torch.nn.Module) -> None:
 
     Each covariance, Lambda, gradient and precondition tracker is replaced by an instance
     of a subclass of its own class whose ``synchronize`` also runs without CUDA. The
-    subclass keeps every other method, so trackers that replaced kronfluence's own (such
-    as :class:`benchmark.influence.token_lambda.TokenLambdaTracker`) keep their work. Call
-    this after any such replacement.
+    subclass keeps every other method, so a tracker that replaced kronfluence's own keeps
+    its computation. Call this after any such replacement.
     """
     from kronfluence.module.tracked_module import ModuleMode, TrackedModule
 
