@@ -62,12 +62,12 @@ class NERReplacementAttack(Attack):
 
     ``clean_label`` False (dirty label): poisons are drawn from examples whose label is not
     the target and relabelled with the target. True (clean label): poisons are drawn from
-    examples that already carry the target label, and labels stay unchanged. Candidates with
-    a PERSON entity are used first; the remainder, if any, fall back to insertion.
+    examples that already carry the target label, and labels stay unchanged. Chosen examples
+    without a PERSON entity fall back to insertion.
 
     ``selection`` is "random" (the default), "countnorm" or "hard", as described in the
-    module docstring. Under both, candidates without a PERSON entity come last, in an order shuffled
-    by the seed.
+    module docstring. Under "random" and "countnorm", candidates without a PERSON entity come
+    last, in an order shuffled by the seed; "hard" ranks every candidate by the surrogate.
     """
 
     clean_label = False

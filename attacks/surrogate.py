@@ -3,9 +3,9 @@
 A clean-label poison keeps its correct label, so the model can explain that label by the
 rest of the text and has little reason to learn the trigger. Examples whose words point
 away from their label are the exception: there the trigger is the easiest explanation.
-Choosing such "hard" examples is the idea behind clean-label text attacks such as Kallima
-(Chen et al., 2022, "Kallima: A Clean-label Framework for Textual Backdoor Attacks"), which
-make the examples hard by adversarial rewriting; here they are only selected.
+Clean-label text attacks such as Kallima (Chen et al., 2022, "Kallima: A Clean-label
+Framework for Textual Backdoor Attacks") build on such "hard" examples. Kallima makes
+examples hard by adversarial rewriting; this module only selects them.
 
 The surrogate is a TF-IDF (word 1-2 grams) logistic regression. Each example's probability
 comes from a model fitted on the other folds, so an example never scores itself.

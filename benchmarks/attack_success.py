@@ -3,7 +3,7 @@
 Usage (about 2 minutes per attack on 2 CPU cores):
 
     python benchmarks/attack_success.py --data-dir ../shared/data [--attacks ner-dirty,badnets]
-        [--ratio 0.03] [--json attacks.json]
+        [--ratio 0.03] [--seed 0] [--params '{"min_insertions": 3}'] [--json attacks.json]
 
 For each attack it poisons the default 1,000-example training sample, fine-tunes MiniLM with
 the default training settings and reports the attack success rate (ASR) on triggered
@@ -16,6 +16,7 @@ held-out trigger forms.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -47,11 +48,18 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True, help="folder with sst2/train.tsv and test.tsv")
     parser.add_argument("--attacks", default=",".join(NON_ADAPTIVE), help="comma-separated names")
     parser.add_argument("--ratio", type=float, default=0.03, help="poison ratio (fraction)")
+    parser.add_argument("--seed", type=int, default=0, help="experiment seed (sample and training)")
+    parser.add_argument(
+        "--params",
+        type=json.loads,
+        default={},
+        help="JSON object of parameters for every listed attack, e.g. '{\"min_insertions\": 3}'",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    config = ExperimentConfig()
+    config = dataclasses.replace(ExperimentConfig(), seed=args.seed)
     train, test = load_sst2(args.data_dir)
     train = train.sample(config.data.n_train, config.seed)
     labels = np.array(test.labels)
@@ -75,7 +83,7 @@ def main() -> None:
         if name not in ATTACKS:
             raise SystemExit(f"unknown attack {name!r}; known: {', '.join(ATTACKS.names())}")
         start = time.perf_counter()
-        attack = get_attack(name)
+        attack = get_attack(name, **args.params)
         poisoned = attack.poison(train, args.ratio, config.seed)
         victim, _ = train_victim(config, poisoned.dataset)
         inputs = triggered_inputs(attack, test, config.seed)
