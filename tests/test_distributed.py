@@ -536,7 +536,7 @@ def test_shards_gather_into_index_order(world_size, tmp_path):
         _sharding_worker,
         args=(world_size, str(tmp_path / "init"), str(tmp_path)),
         nprocs=world_size,
-        start_method="fork",
+        start_method="spawn",
     )
     results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(world_size)]
 
