@@ -3,16 +3,17 @@
 Usage (about 12 minutes on 2 CPU cores):
 
     python benchmarks/influence.py --data-dir ../shared/data [--json influence.json]
-        [--lambda-max-examples N] [--no-sort-by-length]
+        [--lambda-max-examples N] [--no-token-lambda] [--no-sort-by-length]
 
 It trains the default experiment's poisoned MiniLM once, then runs in the same process
 
 (a) kronfluence as documented: ``fit_all_factors`` with EK-FAC on every training example in
     data set order, then one ``compute_pairwise_scores`` call per query set (per-query
     scores, averaged);
-(b) poisonbench's influence stage with its default options: training examples fed longest
-    first (``sort_by_length``), all query sets scored in one training pass, and the
-    eigenvalue correction on every example unless ``--lambda-max-examples`` caps it.
+(b) poisonbench's influence stage with its default options: the eigenvalue correction
+    computed from rotated tokens (``token_lambda``), all query sets scored in one training
+    pass over examples fed longest first (``sort_by_length``), and the eigenvalue
+    correction on every example unless ``--lambda-max-examples`` caps it.
 
 It prints both wall times (and the factor-fitting part of each) with their ratios, Spearman
 correlation and top-50 overlap of the mean scores per query set, every influence-based
@@ -112,6 +113,11 @@ def main() -> None:
         help="cap the training examples of poisonbench's eigenvalue correction",
     )
     parser.add_argument(
+        "--no-token-lambda",
+        action="store_true",
+        help="use kronfluence's own eigenvalue correction (InfluenceConfig.token_lambda)",
+    )
+    parser.add_argument(
         "--no-sort-by-length",
         action="store_true",
         help="feed poisonbench's passes in data set order (InfluenceConfig.sort_by_length)",
@@ -136,12 +142,14 @@ def main() -> None:
         "n_queries": len(queries),
         "lambda_max_examples": args.lambda_max_examples,
         "sort_by_length": not args.no_sort_by_length,
+        "token_lambda": not args.no_token_lambda,
     }
 
     with tempfile.TemporaryDirectory() as cache:
         fast_config = InfluenceConfig(
             lambda_max_examples=args.lambda_max_examples,
             sort_by_length=not args.no_sort_by_length,
+            token_lambda=not args.no_token_lambda,
         )
         fast = InfluenceEngine(
             victim, texts, labels, fast_config, Path(cache) / "fast", seed=config.seed
@@ -154,7 +162,9 @@ def main() -> None:
         figures["poisonbench_scores_s"] = time.perf_counter() - start
         figures["poisonbench_peak_mib"] = peak_memory_mib()
 
-        documented = InfluenceEngine(victim, texts, labels, InfluenceConfig(), Path(cache) / "doc")
+        # kronfluence's own trackers and data set order: none of poisonbench's shortcuts.
+        plain = InfluenceConfig(sort_by_length=False, token_lambda=False, one_pass=False)
+        documented = InfluenceEngine(victim, texts, labels, plain, Path(cache) / "doc")
         start = time.perf_counter()
         reference, figures["kronfluence_factors_s"] = documented_kronfluence(
             documented, query_sets, config.seed

@@ -52,9 +52,11 @@ class InfluenceConfig:
     ``one_pass`` scores all query sets of :meth:`InfluenceEngine.score_many` in one pass over
     the training data (see :mod:`benchmark.influence.one_pass`) instead of one
     kronfluence call per set; both give the same scores up to summation order.
-    ``sort_by_length`` feeds the training examples to kronfluence longest first (see
-    :mod:`benchmark.influence.ordering`), which cuts padding in every pass; scores come back
-    in data set order. Only the Fisher labels sampled during factor fitting depend on it.
+    ``sort_by_length`` feeds the training examples to the scoring passes longest first (see
+    :mod:`benchmark.influence.ordering`), which cuts padding; scores come back in data set
+    order and equal the unsorted ones up to summation order.
+    ``token_lambda`` computes the eigenvalue correction from rotated tokens (see
+    :mod:`benchmark.influence.token_lambda`): the same values, fewer operations.
     """
 
     strategy: str = "ekfac"
@@ -68,6 +70,7 @@ class InfluenceConfig:
     lambda_max_examples: int | None = None
     one_pass: bool = True
     sort_by_length: bool = True
+    token_lambda: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -139,11 +142,7 @@ class InfluenceEngine:
         self.train_dataset = victim.make_dataset(train_texts, train_labels)
         self.order = np.arange(len(self.train_dataset))
         if config.sort_by_length:
-            self.order = length_sorted_order(
-                item_lengths(self.train_dataset),
-                seed,
-                (config.covariance_max_examples, config.lambda_max_examples),
-            )
+            self.order = length_sorted_order(item_lengths(self.train_dataset))
         self.ordered_train_dataset = reorder(self.train_dataset, self.order)
         self.timings = InfluenceTimings()
         self._analyzer = None
@@ -155,6 +154,7 @@ class InfluenceEngine:
         factor_fields = influence_key_fields(config)
         for name in ("measurement", "train_batch_size", "query_batch_size", "one_pass"):
             factor_fields.pop(name)  # these change scores, not factors
+        factor_fields.pop("sort_by_length", None)  # factors are fitted in data set order
         key_source = json.dumps(
             {
                 "model": model_fingerprint(victim.model),
@@ -188,6 +188,8 @@ class InfluenceEngine:
         launch_state = _launch_state()
         from kronfluence.analyzer import Analyzer, prepare_model
 
+        from benchmark.influence.token_lambda import install_token_lambda
+
         model = copy.deepcopy(self.victim.model).eval()
         tracked_modules = self._tracked_module_names(model)
         # Generative victims build their own task (answer-token loss, their default modules).
@@ -196,6 +198,8 @@ class InfluenceEngine:
         else:
             task = ClassificationTask(self.config.measurement, tracked_modules)
         model = prepare_model(model, task)
+        if self.config.token_lambda:
+            install_token_lambda(model)
         cpu = not torch.cuda.is_available()
         if launch_state is not None:
             model = prepare_model_for_launch(model, launch_state)
@@ -273,7 +277,7 @@ class InfluenceEngine:
                 torch.manual_seed(fisher_label_seed(self.seed, state))
                 analyzer.fit_all_factors(
                     factors_name=temporary_name,
-                    dataset=self.ordered_train_dataset,
+                    dataset=self.train_dataset,
                     per_device_batch_size=self.config.factor_batch_size,
                     factor_args=factor_args,
                     overwrite_output_dir=True,
@@ -502,12 +506,14 @@ def _launch_state():
 def influence_key_fields(config: InfluenceConfig) -> dict:
     """Return the fields of ``config`` that identify its results in cache keys.
 
-    ``sort_by_length`` appears only when True: results cached before the option existed
-    were computed in data set order, and their keys stay valid for that setting.
+    ``sort_by_length`` and ``token_lambda`` appear only when True: results cached before
+    these options existed were computed without them, and their keys stay valid for that
+    setting.
     """
     fields = asdict(config)
-    if not fields["sort_by_length"]:
-        del fields["sort_by_length"]
+    for name in ("sort_by_length", "token_lambda"):
+        if not fields[name]:
+            del fields[name]
     return fields
 
 
