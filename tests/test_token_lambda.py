@@ -73,3 +73,20 @@ def test_installs_on_every_tracked_linear(trained, tmp_path):
         isinstance(t[token_lambda.ModuleMode.LAMBDA], token_lambda.TokenLambdaTracker)
         for t in trackers
     )
+
+
+def test_default_stage_matches_plain_kronfluence(trained, tmp_path):
+    """(b), the default stage, against (a), kronfluence's own passes with one call per set."""
+    victim, train, query_set = trained
+    flipped = QuerySet("flipped", query_set.texts, tuple(1 - y for y in query_set.labels))
+    options = dict(factor_batch_size=16, train_batch_size=16, damping_factor=1e-3)
+    plain = InfluenceConfig(sort_by_length=False, token_lambda=False, one_pass=False, **options)
+    fast = InfluenceConfig(**options)
+    assert fast.sort_by_length and fast.token_lambda and fast.one_pass
+    reference = InfluenceEngine(victim, train.texts, train.labels, plain, tmp_path / "a", seed=0)
+    ours = InfluenceEngine(victim, train.texts, train.labels, fast, tmp_path / "b", seed=0)
+    expected = reference.score_many([query_set, flipped])
+    scores = ours.score_many([query_set, flipped])
+    for name, values in expected.items():
+        scale = np.abs(values).max()
+        np.testing.assert_allclose(scores[name], values, rtol=1e-3, atol=1e-5 * scale)
