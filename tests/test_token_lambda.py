@@ -82,7 +82,9 @@ def test_default_stage_matches_plain_kronfluence(trained, tmp_path):
     options = dict(factor_batch_size=16, train_batch_size=16, damping_factor=1e-3)
     plain = InfluenceConfig(sort_by_length=False, token_lambda=False, one_pass=False, **options)
     fast = InfluenceConfig(**options)
-    assert fast.sort_by_length and fast.token_lambda and fast.one_pass
+    assert fast.sort_by_length
+    assert fast.token_lambda
+    assert fast.one_pass
     reference = InfluenceEngine(victim, train.texts, train.labels, plain, tmp_path / "a", seed=0)
     ours = InfluenceEngine(victim, train.texts, train.labels, fast, tmp_path / "b", seed=0)
     expected = reference.score_many([query_set, flipped])
