@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from benchmark.data import load_sst2
 from benchmark.influence import InfluenceConfig, InfluenceEngine, QuerySet
 from benchmark.influence.engine import influence_key_fields
-from benchmark.influence.ordering import length_sorted_order, restore_order
+from benchmark.influence.ordering import item_lengths, length_sorted_order, restore_order
 from benchmark.models import EncoderClassifier, TrainingConfig
 
 
@@ -17,6 +18,12 @@ def test_order_sorts_longest_first_and_keeps_ties_stable():
     order = length_sorted_order(lengths)
     assert order.tolist() == [1, 3, 0, 4, 2]
     assert sorted(order.tolist()) == list(range(5))
+
+
+def test_item_lengths_accept_tensors_and_lists():
+    """Encoder data sets hold tensors, generative ones lists of token ids."""
+    items = [{"input_ids": torch.arange(4)}, {"input_ids": [5, 6]}, {"input_ids": []}]
+    assert item_lengths(items) == [4, 2, 0]
 
 
 def test_restore_order_inverts_the_permutation():

@@ -25,8 +25,8 @@ def length_sorted_order(lengths: Sequence[int]) -> np.ndarray:
 
 
 def item_lengths(dataset: Dataset) -> list[int]:
-    """Return the token count of every item (the length of its ``input_ids``)."""
-    return [int(dataset[i]["input_ids"].shape[-1]) for i in range(len(dataset))]
+    """Return the token count of every item (``input_ids`` is a 1-D tensor or a list)."""
+    return [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
 
 
 def reorder(dataset: Dataset, order: np.ndarray) -> Subset:
