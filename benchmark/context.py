@@ -30,9 +30,10 @@ class DetectionContext:
     influence of every training example on the query set ``name``, shape (n_train,);
     ``query_sets`` lists the clean query sets (original and transformed). The triggered query
     set, available only to oracle detectors, is named by ``oracle_query_set`` and is None
-    when the runner does not allow oracle detectors. ``per_query_influence_provider(name)``
-    returns the influence on each query of the clean query set ``name``, shape
-    (n_queries, n_train); it is None where the runner computes only the means.
+    when the runner does not allow oracle detectors.
+    ``per_query_influence_provider(name, max_queries)`` returns the influence on each of the
+    first ``max_queries`` queries (None: all) of the clean query set ``name``, shape
+    (n_queries, n_train). It is None where the runner computes only the means.
     """
 
     train: TextDataset
@@ -42,7 +43,7 @@ class DetectionContext:
     query_sets: tuple[QuerySetInfo, ...]
     seed: int
     oracle_query_set: str | None = None
-    per_query_influence_provider: Callable[[str], np.ndarray] | None = None
+    per_query_influence_provider: Callable[[str, int | None], np.ndarray] | None = None
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -71,11 +72,14 @@ class DetectionContext:
         """Mean influence of each training example on ``query_set``, shape (n_train,)."""
         return self._cached(f"influence:{query_set}", lambda: self.influence_provider(query_set))
 
-    def per_query_influence(self, query_set: str) -> np.ndarray:
+    def per_query_influence(self, query_set: str, max_queries: int | None = None) -> np.ndarray:
         """Influence of each training example on each query of ``query_set``.
 
-        Returns an array of shape (n_queries, n_train), in the order of the set's queries.
+        Returns an array of shape (n_queries, n_train) for the set's first ``max_queries``
+        queries (None: all of them), in the order of the set's queries.
         """
+        if max_queries is not None and max_queries < 1:
+            raise ValueError(f"max_queries must be at least 1 or None, got {max_queries}")
         if self.per_query_influence_provider is None:
             raise RuntimeError(
                 f"this run provides no per-query influence (requested for query set "
@@ -83,8 +87,8 @@ class DetectionContext:
                 "which compute it when a detector needs it"
             )
         return self._cached(
-            f"per_query_influence:{query_set}",
-            lambda: self.per_query_influence_provider(query_set),
+            f"per_query_influence:{query_set}:{max_queries}",
+            lambda: self.per_query_influence_provider(query_set, max_queries),
         )
 
     def transformed_sets(self) -> tuple[QuerySetInfo, ...]:

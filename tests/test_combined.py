@@ -29,7 +29,11 @@ from benchmark.runner.experiment import (
 )
 from benchmark.runner.sweep import STAGES_FOLDER
 from detectors.base import DETECTORS, get_detector
-from detectors.transform_ensemble import combined_components, min_max_scale
+from detectors.transform_ensemble import (
+    DEFAULT_COMBINED_MAX_QUERIES,
+    combined_components,
+    min_max_scale,
+)
 
 
 # -- pass planning ------------------------------------------------------------------------
@@ -209,7 +213,7 @@ def hand_made_context(n_queries=5, n_train=40, seed=0):
         influence_provider=lambda name: per_query[name].mean(axis=0),
         query_sets=infos,
         seed=seed,
-        per_query_influence_provider=lambda name: per_query[name],
+        per_query_influence_provider=lambda name, max_queries: per_query[name][:max_queries],
     )
     return context, per_query
 
@@ -265,6 +269,18 @@ def test_combined_holdout_uses_kept_sets(category):
     assert not np.allclose(result.scores, full.scores)
 
 
+def test_combined_reads_first_max_queries():
+    context, per_query = hand_made_context(n_queries=8, seed=6)
+    detector = get_detector("transform-combined", max_queries=3)
+    result = detector.detect(context, "transform-combined")
+    original = per_query["original"][:3]
+    transformed = [per_query[name][:3] for name, _ in TRANSFORMS]
+    expected = reference_combined(original, transformed)
+    np.testing.assert_allclose(result.scores, expected, rtol=1e-12, atol=1e-12)
+    every_query = get_detector("transform-combined", max_queries=None)
+    assert not np.allclose(every_query.detect(context, "all").scores, expected)
+
+
 def test_min_max_scale_of_constant_is_zero():
     np.testing.assert_array_equal(min_max_scale(np.full(4, 2.5)), np.zeros(4))
     np.testing.assert_allclose(min_max_scale(np.array([2.0, 4.0, 3.0])), [0.0, 1.0, 0.5])
@@ -303,6 +319,8 @@ def test_combined_errors_name_the_problem():
         get_detector("transform-combined", percentile=100)
     with pytest.raises(ValueError, match="kl_weight must be non-negative"):
         get_detector("transform-combined", kl_weight=-0.1)
+    with pytest.raises(ValueError, match="max_queries must be at least 1 or None"):
+        get_detector("transform-combined", max_queries=0)
 
 
 # -- runner: per-query influence only when a detector reads it ------------------------------
@@ -349,6 +367,9 @@ def test_runner_computes_per_query_only_when_needed(shared_data, tmp_path):
     )
     assert counts.computed == {stage: 4, "detection": 1}
     assert any(key.startswith("per query") for key in result.influence["scores_seconds"])
+    assert result.influence["per_query_max_queries"] == {
+        "transform-combined": DEFAULT_COMBINED_MAX_QUERIES
+    }
     rows = {row["detector"]: row for row in result.detectors}
     assert rows["transform-combined"]["track"] == "clean-queries"
     # 10% of 60 examples lie strictly above the 90th percentile of distinct scores.
@@ -358,6 +379,14 @@ def test_runner_computes_per_query_only_when_needed(shared_data, tmp_path):
         assert matrix.shape == (4, 60)
         scale = np.abs(means[name]).max()
         np.testing.assert_allclose(matrix.mean(axis=0), means[name], rtol=1e-4, atol=1e-5 * scale)
+
+    # A request for fewer queries scores and caches the leading ones under other keys.
+    every_query = experiment.per_query_influence_scores()
+    leading = experiment.per_query_influence_scores(2)
+    assert experiment.stage_cache.counts.computed[stage] == 8
+    for name, matrix in leading.items():
+        scale = np.abs(every_query[name]).max()
+        np.testing.assert_allclose(matrix, every_query[name][:2], rtol=1e-4, atol=1e-5 * scale)
 
     # Cached detection: the per-query scores are not even read. A held-out category is a
     # new detection, which reads them back from the cache.
@@ -385,5 +414,8 @@ def test_existing_detection_keys_unchanged(shared_data, tmp_path):
         assert experiment.detection_key(detector, held_out) == hash_inputs("detection", before)
     combined = experiment.detection_key("transform-combined", None)
     assert combined != experiment.detection_key("transform-variance", None)
-    per_query_keys = {experiment.per_query_influence_key(name) for name in names}
+    per_query_keys = {experiment.per_query_influence_key(name, 4) for name in names}
     assert per_query_keys.isdisjoint({experiment.influence_key(name) for name in names})
+    assert experiment.per_query_influence_key("original", 4) != (
+        experiment.per_query_influence_key("original", 2)
+    )

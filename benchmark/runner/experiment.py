@@ -15,7 +15,7 @@ from attacks import get_attack
 from attacks.base import PoisonedDataset
 from benchmark.context import DetectionContext
 from benchmark.data import TextDataset, load_sst2
-from benchmark.influence import InfluenceEngine
+from benchmark.influence import InfluenceEngine, QuerySet
 from benchmark.influence.engine import influence_key_fields
 from benchmark.metrics import detection_metrics
 from benchmark.models import EncoderClassifier
@@ -76,7 +76,10 @@ ENSEMBLE_DETECTOR_CLASSES = (
 )
 
 PER_QUERY_INFLUENCE_STAGE = "influence_per_query"
-"""Stage cache folder of per-query influence, one (n_queries, n_train) array per query set."""
+"""Stage cache folder of per-query influence, one (n_queries, n_train) array per query set.
+
+An entry covers the set's first ``n_queries`` queries, the number a detector requested.
+"""
 
 
 def is_transform_ensemble(name: str) -> bool:
@@ -92,7 +95,8 @@ def uses_per_query_influence(name: str) -> bool:
     """Return True when detector ``name`` reads per-query influence.
 
     A detector class declares it with a class attribute ``uses_per_query_influence`` set
-    to True.
+    to True. Its instances may set ``max_queries``, the number of leading queries of each
+    set that they read (None: all).
     """
     import baselines  # noqa: F401  (registers the baselines)
     import detectors  # noqa: F401  (registers the built-in detectors)
@@ -200,12 +204,14 @@ class Experiment:
             },
         )
 
-    def per_query_influence_key(self, name: str) -> str:
+    def per_query_influence_key(self, name: str, n_queries: int) -> str:
+        """Return the key of the per-query influence on the first ``n_queries`` of set ``name``."""
         return hash_inputs(
             PER_QUERY_INFLUENCE_STAGE,
             {
                 "model": self.model_key,
                 "queries": self.query_key(name),
+                "n_queries": n_queries,
                 "influence": influence_key_fields(self.config.influence),
             },
         )
@@ -230,8 +236,10 @@ class Experiment:
         if uses_per_query_influence(name):
             # Only detectors that read per-query influence get this field, so the keys of
             # the others stay as they were before it existed.
+            max_queries = getattr(get_detector(name), "max_queries", None)
             inputs["per_query_influence"] = [
-                self.per_query_influence_key(set_name) for set_name in self.clean_set_names()
+                self.per_query_influence_key(set_name, self.per_query_count(set_name, max_queries))
+                for set_name in self.clean_set_names()
             ]
         code = detector_code_digest(name)
         if code is not None:  # plug-in detectors only; built-in keys stay as they were
@@ -438,28 +446,38 @@ class Experiment:
                     )
         return {name: self._values[("influence", name)] for name in names}
 
-    def per_query_influence_scores(self) -> dict[str, np.ndarray]:
-        """Score, or read back, the influence on each query of every clean query set.
+    def per_query_count(self, name: str, max_queries: int | None) -> int:
+        """Return how many leading queries of set ``name`` a ``max_queries`` request covers."""
+        size = len(self.query_set(name).query_set.texts)
+        return size if max_queries is None else min(size, max_queries)
 
-        Returns one array of shape (n_queries, n_train) per set name. Only detectors that
-        read per-query influence call this, through the detection context. Sets missing
-        from memory and from the cache are scored together, in as few training passes as
-        the engine's memory budget allows.
+    def per_query_influence_scores(self, max_queries: int | None = None) -> dict[str, np.ndarray]:
+        """Score, or read back, the influence on the queries of every clean query set.
+
+        Returns one array of shape (n_queries, n_train) per set name, for the set's first
+        ``max_queries`` queries (None: all). Only detectors that read per-query influence
+        call this, through the detection context. Sets missing from memory and from the
+        cache are scored together, in as few training passes as the engine's memory budget
+        allows.
         """
         names = self.clean_set_names()
+        counts = {name: self.per_query_count(name, max_queries) for name in names}
         missing = []
         for name in names:
-            if (PER_QUERY_INFLUENCE_STAGE, name) in self._values:
+            memo_key = (PER_QUERY_INFLUENCE_STAGE, name, str(counts[name]))
+            if memo_key in self._values:
                 continue
             cached = None
             if self.stage_cache is not None:
                 cached = self.stage_cache.fetch(
-                    PER_QUERY_INFLUENCE_STAGE, self.per_query_influence_key(name), NUMPY
+                    PER_QUERY_INFLUENCE_STAGE,
+                    self.per_query_influence_key(name, counts[name]),
+                    NUMPY,
                 )
             if cached is None:
                 missing.append(name)
             else:
-                self._values[(PER_QUERY_INFLUENCE_STAGE, name)] = cached
+                self._values[memo_key] = cached
 
         if missing:
             if self.stage_cache is not None and self.stage_cache.read_only:
@@ -470,19 +488,26 @@ class Experiment:
             engine = self.engine()
             with self.timer.stage("influence factors"):
                 engine.fit_factors()
-            query_sets = [self.query_set(name).query_set for name in missing]
+            query_sets = []
+            for name in missing:
+                full = self.query_set(name).query_set
+                count = counts[name]
+                query_sets.append(QuerySet(name, full.texts[:count], full.labels[:count]))
             with self.timer.stage("per-query influence scores"):
                 computed = engine.score_per_query(query_sets)
             for name in missing:
-                self._values[(PER_QUERY_INFLUENCE_STAGE, name)] = computed[name]
+                self._values[(PER_QUERY_INFLUENCE_STAGE, name, str(counts[name]))] = computed[name]
                 if self.stage_cache is not None:
                     self.stage_cache.store(
                         PER_QUERY_INFLUENCE_STAGE,
-                        self.per_query_influence_key(name),
+                        self.per_query_influence_key(name, counts[name]),
                         NUMPY,
                         computed[name],
                     )
-        return {name: self._values[(PER_QUERY_INFLUENCE_STAGE, name)] for name in names}
+        return {
+            name: self._values[(PER_QUERY_INFLUENCE_STAGE, name, str(counts[name]))]
+            for name in names
+        }
 
     # -- detection and recovery -----------------------------------------------------------
     def detection_context(self) -> DetectionContext:
@@ -495,7 +520,9 @@ class Experiment:
                 query_sets=tuple(self.query_set(name).info for name in self.clean_set_names()),
                 seed=self.config.seed,
                 oracle_query_set=TRIGGERED if self.oracle_allowed else None,
-                per_query_influence_provider=lambda name: self.per_query_influence_scores()[name],
+                per_query_influence_provider=lambda name, max_queries: (
+                    self.per_query_influence_scores(max_queries)[name]
+                ),
             )
         return self._context
 
@@ -659,6 +686,12 @@ class Experiment:
                 "factors_cached": timings.factors_cached if timings else None,
                 "scores_seconds": timings.scores_seconds if timings else {},
                 "factors_key": self._engine.factors_key if self._engine else None,
+                # Leading queries of each set that each per-query detector reads (None: all).
+                "per_query_max_queries": {
+                    name: getattr(get_detector(name), "max_queries", None)
+                    for name in config.detectors
+                    if uses_per_query_influence(name)
+                },
             },
             detectors=detector_rows,
             recovery=recovery_rows,
