@@ -35,6 +35,7 @@ from benchmark.runner.aggregate import (
     held_out_table,
     recovery_table,
 )
+from detectors.transform_ensemble import DEFAULT_COMBINED_MAX_QUERIES
 from leaderboard.evaluate import suite_rows
 from leaderboard.suite import Suite, load_suite
 
@@ -72,10 +73,11 @@ ENSEMBLE_ROWS = (
         "flag; ours: a majority of categories",
     ),
     (
-        None,
+        "transform-combined",
         "combined",
-        "not built: the artifact's combined score needs per-query influence (a KL "
-        "divergence over queries), and poisonbench keeps per-set means",
+        "the artifact's rule (0.4 KL divergence of per-query influence + 0.3 variance + 0.3 "
+        "negated influence, each min-max scaled, flags above the 90th percentile); ours reads "
+        f"the first {DEFAULT_COMBINED_MAX_QUERIES} queries of each set, the artifact all 50",
     ),
 )
 BASELINE_ROWS = {
@@ -87,7 +89,12 @@ BASELINE_ROWS = {
     "single-clause-reordering": "single transform",
     "raw-influence": "percentile (85% high) on raw influence",
 }
-ENSEMBLES = ("transform-variance", "transform-voting", "transform-voting-majority")
+ENSEMBLES = (
+    "transform-variance",
+    "transform-voting",
+    "transform-voting-majority",
+    "transform-combined",
+)
 CATEGORIES = ("lexicon", "semantic", "structural")
 
 

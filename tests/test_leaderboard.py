@@ -453,6 +453,9 @@ def test_reproduce_paper(board, tmp_path, capsys):
     assert variance["our detector"] == "transform-variance"
     assert variance["F1 (published)"] == "0.795"
     assert ensembles[1]["F1 (published)"] == "0.952"
+    combined = ensembles[3]
+    assert combined["our detector"] == "transform-combined"
+    assert combined["F1 (published)"] == "0.496"
     # Our F1 is the mean over the two seeds at the ratio nearest 3.3% (0.05 here).
     rows = pd.DataFrame(read_rows(output_dir / "runs" / "results.jsonl"))
     mine = rows[
