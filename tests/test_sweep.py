@@ -244,7 +244,10 @@ def test_ratios_config_cells():
     assert sorted({cell.config.seed for cell in sweep.cells}) == [0, 1, 2]
     assert {cell.config.model for cell in sweep.cells} == {"minilm"}
     assert {cell.config.attack.name for cell in sweep.cells} == {"ner-dirty"}
-    assert {cell.config.detectors for cell in sweep.cells} == {DEFAULT_DETECTORS}
+    # Every default detector plus the combined ensemble, which reads per-query influence.
+    for cell in sweep.cells:
+        assert set(cell.config.detectors) == {*DEFAULT_DETECTORS, "transform-combined"}
+        assert len(cell.config.detectors) == len(DEFAULT_DETECTORS) + 1
 
 
 def test_run_cell_unknown_id(tmp_path, capsys):
