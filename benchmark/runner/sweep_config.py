@@ -320,8 +320,8 @@ def _check_holdout(holdout: tuple[str, ...], detectors: tuple[str, ...], where: 
     if holdout and not any(is_transform_ensemble(name) for name in detectors):
         raise InputError(
             f"{where}: key axes.holdout needs a transform-ensemble detector "
-            "(transform-variance, transform-voting or transform-voting-majority) among the "
-            "detectors"
+            "(transform-variance, transform-voting, transform-voting-majority or "
+            "transform-combined) among the detectors"
         )
 
 
