@@ -262,6 +262,30 @@ def test_oracle_detector_rejected(tmp_path, sst2_sample):
     assert not output_dir.exists()
 
 
+def test_per_query_detector_rejected(tmp_path, sst2_sample):
+    data_file = tmp_path / "data.tsv"
+    write_tsv(data_file, sst2_sample)
+    output_dir = tmp_path / "out"
+
+    code, _, err = run_scan_cli(
+        [
+            "scan",
+            str(data_file),
+            "--detectors",
+            "transform-combined",
+            "--output-dir",
+            str(output_dir),
+        ]
+    )
+
+    assert code == 2
+    errors = error_lines(err)
+    assert len(errors) == 1, err
+    assert "transform-combined" in errors[0]
+    assert "per-query influence" in errors[0]
+    assert not output_dir.exists()
+
+
 def test_query_label_outside_training_labels(tmp_path, sst2_sample):
     data_file = tmp_path / "data.tsv"
     write_tsv(data_file, sst2_sample)

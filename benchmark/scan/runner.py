@@ -77,7 +77,10 @@ class ScanResult:
 
 
 def check_detectors(names: tuple[str, ...]) -> dict[str, str]:
-    """Return each detector's track; raise InputError for unknown and oracle detectors."""
+    """Return each detector's track; raise InputError for detectors a scan cannot run.
+
+    Those are unknown names, oracle detectors and detectors that read per-query influence.
+    """
     import baselines  # noqa: F401  (registers the baselines)
     import detectors  # noqa: F401
 
@@ -95,6 +98,11 @@ def check_detectors(names: tuple[str, ...]) -> dict[str, str]:
             raise InputError(
                 f"detector {name!r} is an oracle detector, which needs the attack's trigger; "
                 "a scan of unknown data has none, so choose blind or clean-queries detectors"
+            )
+        if getattr(DETECTORS.get(name), "uses_per_query_influence", False):
+            raise InputError(
+                f"detector {name!r} reads per-query influence, which a scan does not compute; "
+                "run it through 'poisonbench run' or a sweep, or choose another detector"
             )
         tracks[name] = track
     return tracks
