@@ -196,8 +196,8 @@ paper-cpu cell at ratio 0.03, seed 0 (MiniLM, 1,000 SST-2 examples, 7 sets of 50
 queries), on 2 shared x86-64 CPU cores: all 350 queries took 344 s wall (549 s CPU).
 28 queries per set (196 queries, two training passes at the default memory budget) took
 142 s (270 s CPU). Both peaked at 6.3 GiB RSS. On that cell the score from 28 queries per
-set has a Spearman correlation of 0.87 with the one from all 50 (0.50 at 24, 0.33 at 10),
-because a few queries carry most of the influence mass and dominate the KL term. Pass
+set has a Spearman correlation of 0.87 with the one from all 50 (0.50 at 24, 0.33 at 10).
+A few queries probably carry most of the influence mass and dominate the KL term. Pass
 ``max_queries=None`` to read every query, as the authors' code does.
 """
 

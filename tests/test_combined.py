@@ -109,7 +109,7 @@ def test_per_query_matches_kronfluence(trained, tmp_path):
 
     victim, _, query_sets = trained
     engine = make_engine(trained, tmp_path)
-    # Longest first: the engine feeds a permuted training set and must undo the order.
+    # The engine feeds the training set sorted by length and must restore data set order.
     assert not np.array_equal(engine.order, np.arange(96))
     per_query = engine.score_per_query(query_sets)
     factors_name = engine.fit_factors()

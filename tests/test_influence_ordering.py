@@ -34,7 +34,7 @@ def test_restore_order_inverts_the_permutation():
     np.testing.assert_array_equal(restore_order(matrix[:, order], order), matrix)
 
 
-def test_key_fields_keep_earlier_keys_for_data_set_order():
+def test_key_fields_omit_disabled_options():
     assert "sort_by_length" not in influence_key_fields(InfluenceConfig(sort_by_length=False))
     assert influence_key_fields(InfluenceConfig())["sort_by_length"] is True
 

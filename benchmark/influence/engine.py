@@ -223,6 +223,13 @@ class InfluenceEngine:
         )
         return self._analyzer
 
+    def _query_datasets(self, query_sets: Sequence[QuerySet]) -> dict[str, object]:
+        """Build the victim's data set of each query set, by set name."""
+        return {
+            query_set.name: self.victim.make_dataset(query_set.texts, query_set.labels)
+            for query_set in query_sets
+        }
+
     def _factors_dir(self, name: str) -> Path:
         return self.cache_dir / "influence" / f"factors_{name}"
 
@@ -395,10 +402,7 @@ class InfluenceEngine:
 
         factors_name = self.fit_factors()
         analyzer = self._get_analyzer()
-        datasets = {
-            query_set.name: self.victim.make_dataset(query_set.texts, query_set.labels)
-            for query_set in query_sets
-        }
+        datasets = self._query_datasets(query_sets)
         start = time.perf_counter()
         summed = score_query_sets_one_pass(
             analyzer,
@@ -447,10 +451,7 @@ class InfluenceEngine:
 
         factors_name = self.fit_factors()
         analyzer = self._get_analyzer()
-        datasets = {
-            query_set.name: self.victim.make_dataset(query_set.texts, query_set.labels)
-            for query_set in query_sets
-        }
+        datasets = self._query_datasets(query_sets)
         start = time.perf_counter()
         per_query = score_queries_per_query(
             analyzer,
