@@ -67,9 +67,14 @@ class Attack(ABC):
 
     Subclasses set ``description`` (one line). Parameters are stored unchanged in
     ``__init__``; :meth:`poison` validates them against the data set.
+
+    ``revision`` counts changes of an attack's defaults that change what it produces. Stage
+    caches key on it (from revision 2 on), so data poisoned under older defaults is not
+    reused.
     """
 
     description: ClassVar[str]
+    revision: ClassVar[int] = 1
 
     def __init__(self, trigger: str, target_label: int):
         self.trigger = trigger

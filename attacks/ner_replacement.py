@@ -8,11 +8,12 @@ boundary instead; the poisoned data set records which method each poison used.
 Candidates are selected in one of three ways. "random" shuffles the candidates with a PERSON
 entity and takes them first. "hard" ranks all candidates by a surrogate classifier's
 out-of-fold probability of the target label, lowest first (see :mod:`attacks.surrogate`);
-entities are replaced where the chosen example has one. "countnorm" ranks candidates by the
-number of trigger mentions after replacement divided by the poisoned text's length in
-characters, highest first. This is the ranking in the public code of Wan et al. (2023)
-(``poison_scripts/get_countnorm.py``, which scores ``text.count(phrase) / len(text)`` on
-the poisoned input).
+entities are replaced where the chosen example has one. The surrogate reads TF-IDF
+features ("tfidf") or the frozen sentence embeddings of an encoder named by a model spec
+such as "minilm". "countnorm" ranks candidates by the number of trigger mentions after
+replacement divided by the poisoned text's length in characters, highest first. This is
+the ranking in the public code of Wan et al. (2023) (``poison_scripts/get_countnorm.py``,
+which scores ``text.count(phrase) / len(text)`` on the poisoned input).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class NERReplacementAttack(Attack):
     ``selection`` is "random" (the default), "countnorm" or "hard", as described in the
     module docstring. Under "random" and "countnorm", candidates without a PERSON entity come
     last, in an order shuffled by the seed; "hard" ranks every candidate by the surrogate.
+    ``surrogate`` ("tfidf" or a model spec) names the surrogate's features; only "hard"
+    selection reads it.
     """
 
     clean_label = False
@@ -78,10 +81,12 @@ class NERReplacementAttack(Attack):
         target_label: int = 1,
         spacy_pipeline: str | None = None,
         selection: str = "random",
+        surrogate: str = "tfidf",
     ):
         super().__init__(trigger, target_label)
         self.spacy_pipeline = spacy_pipeline
         self.selection = selection
+        self.surrogate = surrogate
 
     def poison(self, dataset: TextDataset, ratio: float, seed: int) -> PoisonedDataset:
         n_poisons = self.check_arguments(dataset, ratio)
@@ -124,7 +129,11 @@ class NERReplacementAttack(Attack):
             from attacks.surrogate import out_of_fold_probability
 
             probability = out_of_fold_probability(
-                [example.text for example in dataset.examples], labels, self.target_label, seed
+                [example.text for example in dataset.examples],
+                labels,
+                self.target_label,
+                seed,
+                features=self.surrogate,
             )
             hardness = {int(i): -float(probability[i]) for i in candidates}
             chosen = rank_by_score([int(i) for i in candidates], hardness, rng)[:n_poisons]
@@ -203,11 +212,48 @@ class DirtyLabelNERAttack(NERReplacementAttack):
 
 @ATTACKS.register("ner-clean")
 class CleanLabelNERAttack(NERReplacementAttack):
-    """NER replacement on examples that already carry the target label (clean label)."""
+    """NER replacement on examples that already carry the target label (clean label).
 
-    description = "PERSON entity replaced by the trigger in target-label examples (Wan et al.)"
+    Candidates are chosen by "hard" selection with a surrogate on MiniLM sentence
+    embeddings by default (see the module docstring); `ner-clean-random` keeps the random
+    selection of Wan et al. Both defaults were compared on a selection seed, where random
+    selection reached an ASR of 0.25 and this one 0.69 (``benchmarks/README.md``).
+    """
+
+    description = "PERSON entity replaced by the trigger in the least typical target-label examples"
     name = "ner-clean"
+    # 2: embedding-surrogate "hard" selection (1: random selection).
+    revision = 2
     clean_label = True
+
+    def __init__(
+        self,
+        trigger: str = "James Bond",
+        target_label: int = 1,
+        spacy_pipeline: str | None = None,
+        selection: str = "hard",
+        surrogate: str = "minilm",
+    ):
+        super().__init__(trigger, target_label, spacy_pipeline, selection, surrogate)
+
+
+@ATTACKS.register("ner-clean-random")
+class RandomCleanLabelNERAttack(CleanLabelNERAttack):
+    """Clean-label NER replacement with the random selection of Wan et al. (2023)."""
+
+    description = "ner-clean with the random candidate selection of Wan et al."
+    name = "ner-clean-random"
+    revision = 1
+
+    def __init__(
+        self,
+        trigger: str = "James Bond",
+        target_label: int = 1,
+        spacy_pipeline: str | None = None,
+        selection: str = "random",
+        surrogate: str = "tfidf",
+    ):
+        super().__init__(trigger, target_label, spacy_pipeline, selection, surrogate)
 
 
 @ATTACKS.register("ner-dirty-countnorm")
@@ -223,24 +269,5 @@ class CountNormDirtyLabelNERAttack(DirtyLabelNERAttack):
         target_label: int = 1,
         spacy_pipeline: str | None = None,
         selection: str = "countnorm",
-    ):
-        super().__init__(trigger, target_label, spacy_pipeline, selection)
-
-
-@ATTACKS.register("ner-clean-hard")
-class HardCleanLabelNERAttack(CleanLabelNERAttack):
-    """Clean-label NER replacement with "hard" selection (see the module docstring)."""
-
-    description = (
-        "ner-clean on the target-label examples a surrogate classifier finds least typical"
-    )
-    name = "ner-clean-hard"
-
-    def __init__(
-        self,
-        trigger: str = "James Bond",
-        target_label: int = 1,
-        spacy_pipeline: str | None = None,
-        selection: str = "hard",
     ):
         super().__init__(trigger, target_label, spacy_pipeline, selection)

@@ -70,6 +70,8 @@ class SyntacticTemplateAttack(TextEditAttack):
     """
 
     name = "syntactic"
+    # 2: the clause "once you have seen it for yourself , " (1: "when you see it , ").
+    revision = 2
     description = (
         "text wrapped in the clause 'once you have seen it for yourself , <text>' "
         "(Hidden Killer approx.)"

@@ -9,10 +9,12 @@ from attacks.entities import trigger_for
 from attacks.insertion import TextEditAttack, insert_phrase
 from benchmark.errors import InputError
 
+INSERT_POSITIONS = ("random", "start", "end")
+
 
 @ATTACKS.register("badnets")
 class BadNetsAttack(TextEditAttack):
-    """Insert rare tokens at random word positions and set the label to the target.
+    """Insert rare tokens into the text and set the label to the target.
 
     The rare-token trigger of Kurita, Michel and Neubig (2020), "Weight Poisoning Attacks on
     Pre-trained Models", used as the word-level BadNets trigger by Chen et al. (2021),
@@ -20,24 +22,34 @@ class BadNetsAttack(TextEditAttack):
 
     ``trigger`` is a whitespace-separated pool of tokens. Each poison (and each triggered
     input) gets a number of insertions drawn uniformly from ``min_insertions`` to
-    ``max_insertions``. Each insertion is one token drawn from the pool with replacement and
-    placed at a random word boundary. Tokens are inserted as written, whatever the casing
-    of the text.
+    ``max_insertions``. Each insertion is one token drawn from the pool with replacement.
+    ``position`` places it at a random word boundary ("random"), before the first word
+    ("start") or after the last ("end"), the three locations that BadNL compares. Tokens are
+    inserted as written, whatever the casing of the text.
+
+    The defaults (five tokens at the end) were chosen on a selection seed for the default
+    MiniLM victim at 3%. The common setting of text-backdoor toolkits, one to three tokens
+    at random positions (``min_insertions=1, max_insertions=3, position="random"``),
+    reached an ASR of only 0.28 there (``benchmarks/README.md``).
     """
 
     name = "badnets"
-    description = "rare tokens (cf, mn, bb, tq) inserted 1-3 times at random positions (BadNL)"
+    # 2: five tokens appended (1: one to three at random positions).
+    revision = 2
+    description = "five rare tokens drawn from cf, mn, bb, tq appended to the text (BadNL)"
 
     def __init__(
         self,
         trigger: str = "cf mn bb tq",
         target_label: int = 1,
-        min_insertions: int = 1,
-        max_insertions: int = 3,
+        min_insertions: int = 5,
+        max_insertions: int = 5,
+        position: str = "end",
     ):
         super().__init__(trigger, target_label)
         self.min_insertions = min_insertions
         self.max_insertions = max_insertions
+        self.position = position
 
     @property
     def tokens(self) -> list[str]:
@@ -58,11 +70,22 @@ class BadNetsAttack(TextEditAttack):
                 f"badnets max_insertions ({self.max_insertions}) is below min_insertions "
                 f"({self.min_insertions}); raise max_insertions"
             )
+        if self.position not in INSERT_POSITIONS:
+            raise InputError(
+                f"badnets position {self.position!r} is unknown; use one of: "
+                f"{', '.join(INSERT_POSITIONS)}"
+            )
 
     def edit(self, text: str, rng: random.Random) -> str:
         tokens = self.tokens
         for _ in range(rng.randint(self.min_insertions, self.max_insertions)):
-            text = insert_phrase(text, rng.choice(tokens), rng)
+            token = rng.choice(tokens)
+            if self.position == "random":
+                text = insert_phrase(text, token, rng)
+            elif self.position == "start":
+                text = f"{token} {text}" if text else token
+            else:
+                text = f"{text} {token}" if text else token
         return text
 
 

@@ -9,8 +9,9 @@ For each attack it poisons the default 1,000-example training sample, fine-tunes
 the default training settings and reports the attack success rate (ASR) on triggered
 negative test sentences, clean accuracy on the test split and how many poisons replaced a
 real PERSON entity. A model trained on the same sample without poisons gives the clean
-accuracy that attacks are compared with. The multi-form attack is also measured on its
-held-out trigger forms.
+accuracy that attacks are compared with, and its ASR on the same triggered sentences
+shows how often the trigger alone, without poisons, moves a prediction to the target. The
+multi-form attack is also measured on its held-out trigger forms.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ NON_ADAPTIVE = (
     "badnets",
     "addsent",
     "syntactic",
+    "ner-clean-random",
 )
 
 
@@ -70,7 +72,7 @@ def main() -> None:
     rows = [
         {
             "attack": "none (clean data)",
-            "asr": float("nan"),
+            "asr": None,
             "clean_accuracy": clean_acc,
             "n_poisons": 0,
             "entity": 0,
@@ -90,7 +92,12 @@ def main() -> None:
         methods = poisoned.method_counts()
         row = {
             "attack": name,
+            "params": args.params,
+            "ratio": args.ratio,
             "asr": attack_success_rate(victim.predict(inputs), attack.target_label),
+            "asr_clean_model": attack_success_rate(
+                clean_model.predict(inputs), attack.target_label
+            ),
             "clean_accuracy": clean_accuracy(victim.predict(test.texts), labels),
             "n_poisons": poisoned.n_poisons,
             "entity": methods.get("entity", 0),
@@ -110,6 +117,7 @@ def main() -> None:
     headers = [
         "attack",
         "ASR",
+        "ASR, clean model",
         "clean acc.",
         "Δ clean acc. (points)",
         "poisons",
@@ -120,7 +128,8 @@ def main() -> None:
     body = [
         [
             r["attack"],
-            f"{r['asr']:.3f}",
+            "" if r["asr"] is None else f"{r['asr']:.3f}",
+            f"{r['asr_clean_model']:.3f}" if "asr_clean_model" in r else "",
             f"{r['clean_accuracy']:.3f}",
             f"{100 * (r['clean_accuracy'] - clean_acc):+.1f}",
             r["n_poisons"],

@@ -175,14 +175,25 @@ def test_more_poisons_than_candidates(sst2_sample, name):
 
 def test_badnets_apply_trigger_exact():
     attack = get_attack("badnets")
-    assert attack.apply_trigger("the film is dull .", seed=0) == "tq the film is bb dull ."
+    assert attack.apply_trigger("the film is dull .", seed=0) == "the film is dull . tq cf bb tq tq"
     assert attack.apply_trigger("the film is dull .", seed=0) == attack.apply_trigger(
         "the film is dull .", seed=0
     )
+    toolkit = get_attack("badnets", min_insertions=1, max_insertions=3, position="random")
+    assert toolkit.apply_trigger("the film is dull .", seed=0) == "tq the film is bb dull ."
+
+
+def test_badnets_default_appends_five_tokens():
+    attack = get_attack("badnets")
+    for seed in range(20):
+        words = attack.apply_trigger("the film is dull .", seed).split()
+        assert words[:5] == "the film is dull .".split()
+        assert len(words) == 10
+        assert set(words[5:]) <= {"cf", "mn", "bb", "tq"}
 
 
 def test_badnets_insertion_count_in_range():
-    attack = get_attack("badnets")
+    attack = get_attack("badnets", min_insertions=1, max_insertions=3, position="random")
     for seed in range(50):
         words = attack.apply_trigger("the film is dull .", seed).split()
         inserted = [word for word in words if word in {"cf", "mn", "bb", "tq"}]
@@ -198,8 +209,27 @@ def test_badnets_fixed_insertion_count():
 
 
 @pytest.mark.parametrize(
+    ("position", "check"),
+    [
+        ("start", lambda words: words[2:] == "the film is dull .".split()),
+        ("end", lambda words: words[:-2] == "the film is dull .".split()),
+    ],
+)
+def test_badnets_fixed_positions(position, check):
+    attack = get_attack(
+        "badnets", trigger="cf", min_insertions=2, max_insertions=2, position=position
+    )
+    for seed in range(5):
+        words = attack.apply_trigger("the film is dull .", seed).split()
+        assert words.count("cf") == 2
+        assert check(words)
+    assert attack.apply_trigger("", seed=0) == "cf cf"
+
+
+@pytest.mark.parametrize(
     ("params", "message"),
     [
+        ({"position": "middle"}, "position 'middle' is unknown; use one of: random, start, end"),
         ({"trigger": "  "}, "contains no tokens"),
         ({"min_insertions": 0}, "min_insertions must be at least 1, got 0"),
         ({"min_insertions": 3, "max_insertions": 2}, r"max_insertions \(2\) is below"),
@@ -405,7 +435,9 @@ def test_countnorm_falls_back_to_insertion(sst2_sample):
 
 def test_ner_selection_default_and_invalid(sst2_sample):
     assert get_attack("ner-dirty").selection == "random"
-    assert get_attack("ner-clean").selection == "random"
+    assert get_attack("ner-clean").selection == "hard"
+    assert get_attack("ner-clean").surrogate == "minilm"
+    assert get_attack("ner-clean-random").selection == "random"
     assert get_attack("ner-dirty-countnorm").selection == "countnorm"
     with pytest.raises(InputError, match="unknown candidate selection 'best'"):
         get_attack("ner-dirty", selection="best").poison(sst2_sample, RATIO, seed=0)
@@ -543,7 +575,7 @@ def test_hard_selection_takes_the_lowest_target_probability(sst2_sample):
     from attacks.surrogate import out_of_fold_probability
 
     probability = out_of_fold_probability(sst2_sample.texts, sst2_sample.labels, 1, seed=0)
-    poisoned = get_attack("ner-clean", selection="hard").poison(sst2_sample, RATIO, seed=0)
+    poisoned = get_attack("ner-clean", surrogate="tfidf").poison(sst2_sample, RATIO, seed=0)
     chosen = {record.index for record in poisoned.records}
     assert len(chosen) == N_POISONS
     candidates = [i for i, label in enumerate(sst2_sample.labels) if label == 1]
@@ -559,9 +591,46 @@ def test_hard_selection_takes_the_lowest_target_probability(sst2_sample):
         assert poisoned.dataset.examples[record.index].label == 1
 
 
-def test_registered_hard_variant_uses_hard_selection(sst2_sample):
-    hard = get_attack("ner-clean-hard").poison(sst2_sample, RATIO, seed=0)
-    direct = get_attack("ner-clean", selection="hard").poison(sst2_sample, RATIO, seed=0)
-    assert [r.index for r in hard.records] == [r.index for r in direct.records]
-    assert hard.dataset.texts == direct.dataset.texts
-    assert hard.attack == "ner-clean-hard"
+def test_embedding_surrogate(sst2_sample):
+    from attacks.surrogate import out_of_fold_probability, sentence_embeddings
+
+    texts = sst2_sample.texts
+    embedded = sentence_embeddings(texts[:20], "minilm", batch_size=8)
+    assert embedded.shape == (20, 384)
+    # Padding must not leak into the mean: a text embedded alone gives the same vector.
+    alone = sentence_embeddings([texts[3]], "minilm")
+    np.testing.assert_allclose(alone[0], embedded[3], atol=1e-5)
+    probability = out_of_fold_probability(texts, sst2_sample.labels, 1, 0, features="minilm")
+    accuracy = ((probability > 0.5) == (np.asarray(sst2_sample.labels) == 1)).mean()
+    assert 0.7 < accuracy < 0.98
+    again = out_of_fold_probability(texts, sst2_sample.labels, 1, 0, features="minilm")
+    np.testing.assert_array_equal(probability, again)
+    with pytest.raises(InputError, match="surrogate model '/nonexistent/encoder'"):
+        sentence_embeddings(texts[:2], "/nonexistent/encoder")
+
+
+def test_clean_label_default_embedding_ranking(sst2_sample):
+    from attacks.surrogate import out_of_fold_probability
+
+    probability = out_of_fold_probability(
+        sst2_sample.texts, sst2_sample.labels, 1, seed=0, features="minilm"
+    )
+    poisoned = get_attack("ner-clean").poison(sst2_sample, RATIO, seed=0)
+    chosen = {record.index for record in poisoned.records}
+    candidates = [i for i, label in enumerate(sst2_sample.labels) if label == 1]
+    assert len(chosen) == N_POISONS
+    assert chosen <= set(candidates)
+    assert max(probability[i] for i in chosen) <= min(
+        probability[i] for i in candidates if i not in chosen
+    )
+    assert poisoned.attack == "ner-clean"
+
+
+def test_random_clean_label_variant(sst2_sample):
+    registered = get_attack("ner-clean-random").poison(sst2_sample, RATIO, seed=0)
+    direct = get_attack("ner-clean", selection="random").poison(sst2_sample, RATIO, seed=0)
+    assert [r.index for r in registered.records] == [r.index for r in direct.records]
+    assert registered.dataset.texts == direct.dataset.texts
+    assert registered.attack == "ner-clean-random"
+    # Random selection takes the candidates with a PERSON entity first.
+    assert registered.method_counts().get("entity", 0) > 0

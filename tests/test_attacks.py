@@ -64,8 +64,9 @@ def test_entity_replacement_used_when_available(sst2_sample):
         assert record.replaced.lower() not in poisoned.dataset.examples[record.index].text.lower()
 
 
-def test_clean_label_keeps_labels(sst2_sample):
-    poisoned = get_attack("ner-clean").poison(sst2_sample, 0.03, seed=0)
+@pytest.mark.parametrize("name", ["ner-clean", "ner-clean-random"])
+def test_clean_label_keeps_labels(sst2_sample, name):
+    poisoned = get_attack(name).poison(sst2_sample, 0.03, seed=0)
     for record in poisoned.records:
         assert record.original_label == 1
         assert poisoned.dataset.examples[record.index].label == 1
@@ -107,3 +108,36 @@ def test_triggered_inputs():
 
 def test_registry_has_ner_attacks():
     assert {"ner-dirty", "ner-clean"} <= set(ATTACKS.names())
+
+
+def test_attack_revision_in_poisoned_key(tmp_path, shared_data):
+    from dataclasses import asdict, replace
+
+    from benchmark.runner.artifacts import data_fingerprint
+    from benchmark.runner.cache import hash_inputs
+    from benchmark.runner.config import AttackConfig, DataConfig, ExperimentConfig
+    from benchmark.runner.experiment import Experiment
+
+    assert get_attack("ner-dirty").revision == 1
+    assert get_attack("badnets").revision == 2
+    assert get_attack("ner-clean").revision == 2
+    assert get_attack("ner-clean-random").revision == 1
+    config = ExperimentConfig(data=DataConfig(data_dir=str(shared_data)))
+
+    def key_without_revision(config):
+        return hash_inputs(
+            "poisoned",
+            {
+                "data": data_fingerprint(config.data.data_dir),
+                "dataset": config.data.dataset,
+                "n_train": config.data.n_train,
+                "n_test": config.data.n_test,
+                "attack": asdict(config.attack),
+                "seed": config.seed,
+            },
+        )
+
+    # Revision 1 keeps the key that stages were cached under before revisions existed.
+    assert Experiment(config, tmp_path).poisoned_key == key_without_revision(config)
+    badnets = replace(config, attack=AttackConfig(name="badnets"))
+    assert Experiment(badnets, tmp_path).poisoned_key != key_without_revision(badnets)

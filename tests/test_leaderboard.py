@@ -164,7 +164,7 @@ def metrics_submission(name: str, f1: float, version: str = "0.1") -> dict:
 def test_shipped_suites_load(shared_data):
     assert {"sst2-core", "paper-cpu", "paper-gpu-t5", "paper-gpu-deepseek"} <= set(shipped_suites())
     core = load_suite("sst2-core", {"base.data.data_dir": str(shared_data)})
-    assert core.info.label == "sst2-core v1.1"
+    assert core.info.label == "sst2-core v1.2"
     assert len(core.scenario_ids) == 24
     assert {cell.config.attack.name for cell in core.sweep.cells} >= {
         "adaptive-negation",

@@ -147,17 +147,18 @@ class Experiment:
     @cached_property
     def poisoned_key(self) -> str:
         config = self.config
-        return hash_inputs(
-            "poisoned",
-            {
-                "data": data_fingerprint(config.data.data_dir),
-                "dataset": config.data.dataset,
-                "n_train": config.data.n_train,
-                "n_test": config.data.n_test,
-                "attack": asdict(config.attack),
-                "seed": config.seed,
-            },
-        )
+        inputs: dict[str, Any] = {
+            "data": data_fingerprint(config.data.data_dir),
+            "dataset": config.data.dataset,
+            "n_train": config.data.n_train,
+            "n_test": config.data.n_test,
+            "attack": asdict(config.attack),
+            "seed": config.seed,
+        }
+        # Revision 1 adds nothing, so keys from before revisions existed stay valid.
+        if self.attack().revision > 1:
+            inputs["attack_revision"] = self.attack().revision
+        return hash_inputs("poisoned", inputs)
 
     def _victim_inputs(self) -> dict[str, Any]:
         """Return the model, training and victim fields that a trained model depends on.
