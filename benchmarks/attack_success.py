@@ -3,7 +3,8 @@
 Usage (about 2 minutes per attack on 2 CPU cores):
 
     python benchmarks/attack_success.py --data-dir ../shared/data [--attacks ner-dirty,badnets]
-        [--ratio 0.03] [--seed 0] [--params '{"min_insertions": 3}'] [--json attacks.json]
+        [--ratio 0.03] [--seed 0] [--epochs 3] [--params '{"min_insertions": 3}']
+        [--json attacks.json]
 
 For each attack it poisons the default 1,000-example training sample, fine-tunes MiniLM with
 the default training settings and reports the attack success rate (ASR) on triggered
@@ -52,6 +53,9 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.03, help="poison ratio (fraction)")
     parser.add_argument("--seed", type=int, default=0, help="experiment seed (sample and training)")
     parser.add_argument(
+        "--epochs", type=int, help="fine-tuning epochs (default: the experiment default)"
+    )
+    parser.add_argument(
         "--params",
         type=json.loads,
         default={},
@@ -62,6 +66,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     config = dataclasses.replace(ExperimentConfig(), seed=args.seed)
+    if args.epochs is not None:
+        training = dataclasses.replace(config.training, epochs=args.epochs)
+        config = dataclasses.replace(config, training=training)
     train, test = load_sst2(args.data_dir)
     train = train.sample(config.data.n_train, config.seed)
     labels = np.array(test.labels)

@@ -36,7 +36,9 @@ class TrainingConfig:
     optimizer step uses ``batch_size`` times the number of processes examples.
     """
 
-    epochs: int = 3
+    # With three epochs, MiniLM learned several triggers too weakly: at 3% poisons, five
+    # attacks stayed at an ASR of 0.69-0.89 on some seeds (benchmarks/README.md).
+    epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
