@@ -80,18 +80,17 @@ def out_of_fold_probability(
     probability = np.zeros(len(y))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     texts = list(texts)
-    if features != "tfidf":
-        embedded = sentence_embeddings(texts, features)
-        for fit_rows, score_rows in splitter.split(np.zeros(len(y)), y):
-            model = LogisticRegression(max_iter=2000, random_state=seed)
-            model.fit(embedded[fit_rows], y[fit_rows])
-            probability[score_rows] = model.predict_proba(embedded[score_rows])[:, 1]
-        return probability
+    embedded = None if features == "tfidf" else sentence_embeddings(texts, features)
     for fit_rows, score_rows in splitter.split(np.zeros(len(y)), y):
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
-        features = vectorizer.fit_transform([texts[i] for i in fit_rows])
-        model = LogisticRegression(max_iter=1000, random_state=seed)
-        model.fit(features, y[fit_rows])
-        scored = vectorizer.transform([texts[i] for i in score_rows])
-        probability[score_rows] = model.predict_proba(scored)[:, 1]
+        if embedded is None:
+            vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
+            fit_matrix = vectorizer.fit_transform([texts[i] for i in fit_rows])
+            score_matrix = vectorizer.transform([texts[i] for i in score_rows])
+            max_iter = 1000
+        else:
+            fit_matrix, score_matrix = embedded[fit_rows], embedded[score_rows]
+            max_iter = 2000
+        model = LogisticRegression(max_iter=max_iter, random_state=seed)
+        model.fit(fit_matrix, y[fit_rows])
+        probability[score_rows] = model.predict_proba(score_matrix)[:, 1]
     return probability
