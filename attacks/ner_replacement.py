@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import ClassVar
 
 import numpy as np
 
@@ -66,27 +67,30 @@ class NERReplacementAttack(Attack):
     examples that already carry the target label, and labels stay unchanged. Chosen examples
     without a PERSON entity fall back to insertion.
 
-    ``selection`` is "random" (the default), "countnorm" or "hard", as described in the
-    module docstring. Under "random" and "countnorm", candidates without a PERSON entity come
-    last, in an order shuffled by the seed; "hard" ranks every candidate by the surrogate.
-    ``surrogate`` ("tfidf" or a model spec) names the surrogate's features; only "hard"
-    selection reads it.
+    ``selection`` is "random", "countnorm" or "hard", as described in the module docstring.
+    Under "random" and "countnorm", candidates without a PERSON entity come last, in an order
+    shuffled by the seed, while "hard" ranks every candidate by the surrogate. ``surrogate``
+    ("tfidf" or a model spec) names the surrogate's features, which only "hard" selection
+    reads. None takes the registered attack's default (``default_selection``,
+    ``default_surrogate``).
     """
 
     clean_label = False
+    default_selection: ClassVar[str] = "random"
+    default_surrogate: ClassVar[str] = "tfidf"
 
     def __init__(
         self,
         trigger: str = "James Bond",
         target_label: int = 1,
         spacy_pipeline: str | None = None,
-        selection: str = "random",
-        surrogate: str = "tfidf",
+        selection: str | None = None,
+        surrogate: str | None = None,
     ):
         super().__init__(trigger, target_label)
         self.spacy_pipeline = spacy_pipeline
-        self.selection = selection
-        self.surrogate = surrogate
+        self.selection = self.default_selection if selection is None else selection
+        self.surrogate = self.default_surrogate if surrogate is None else surrogate
 
     def poison(self, dataset: TextDataset, ratio: float, seed: int) -> PoisonedDataset:
         n_poisons = self.check_arguments(dataset, ratio)
@@ -215,7 +219,7 @@ class CleanLabelNERAttack(NERReplacementAttack):
     """NER replacement on examples that already carry the target label (clean label).
 
     Candidates are chosen by "hard" selection with a surrogate on MiniLM sentence
-    embeddings by default (see the module docstring); `ner-clean-random` keeps the random
+    embeddings by default (see the module docstring). `ner-clean-random` keeps the random
     selection of Wan et al. Both defaults were compared on a selection seed, where random
     selection reached an ASR of 0.25 and this one 0.69 (``benchmarks/README.md``).
     """
@@ -225,16 +229,8 @@ class CleanLabelNERAttack(NERReplacementAttack):
     # 2: embedding-surrogate "hard" selection (1: random selection).
     revision = 2
     clean_label = True
-
-    def __init__(
-        self,
-        trigger: str = "James Bond",
-        target_label: int = 1,
-        spacy_pipeline: str | None = None,
-        selection: str = "hard",
-        surrogate: str = "minilm",
-    ):
-        super().__init__(trigger, target_label, spacy_pipeline, selection, surrogate)
+    default_selection = "hard"
+    default_surrogate = "minilm"
 
 
 @ATTACKS.register("ner-clean-random")
@@ -244,16 +240,8 @@ class RandomCleanLabelNERAttack(CleanLabelNERAttack):
     description = "ner-clean with the random candidate selection of Wan et al."
     name = "ner-clean-random"
     revision = 1
-
-    def __init__(
-        self,
-        trigger: str = "James Bond",
-        target_label: int = 1,
-        spacy_pipeline: str | None = None,
-        selection: str = "random",
-        surrogate: str = "tfidf",
-    ):
-        super().__init__(trigger, target_label, spacy_pipeline, selection, surrogate)
+    default_selection = "random"
+    default_surrogate = "tfidf"
 
 
 @ATTACKS.register("ner-dirty-countnorm")
@@ -262,12 +250,4 @@ class CountNormDirtyLabelNERAttack(DirtyLabelNERAttack):
 
     description = "ner-dirty on candidates ranked by trigger mentions per character (Wan et al.)"
     name = "ner-dirty-countnorm"
-
-    def __init__(
-        self,
-        trigger: str = "James Bond",
-        target_label: int = 1,
-        spacy_pipeline: str | None = None,
-        selection: str = "countnorm",
-    ):
-        super().__init__(trigger, target_label, spacy_pipeline, selection)
+    default_selection = "countnorm"

@@ -36,7 +36,7 @@ class TrainingConfig:
     optimizer step uses ``batch_size`` times the number of processes examples.
     """
 
-    # With three epochs, MiniLM learned several triggers too weakly: at 3% poisons, four
+    # With three epochs, MiniLM learned several triggers too weakly. At 3% poisons, four
     # attacks stayed at an ASR of 0.69-0.89 on some seeds (benchmarks/README.md).
     epochs: int = 5
     batch_size: int = 32
